@@ -1,0 +1,101 @@
+"""Vanilla generation, one token per forward pass: the reference every speculative run must equal.
+
+# Step 1  prefill: one forward over the whole prompt fills the KV cache and gives the next-token logits
+# Step 2  choose a token: greedy argmax, a seeded draw from the warped distribution p, or (coupled) the
+#         Gumbel-max of log p with noise keyed by (seed, position)
+# Step 3  stop at EOS or max_new_tokens; otherwise run one forward over the new token and go to step 2
+
+Randomness: one `numpy.random.default_rng(seed)` per run, created once (never re-seeded in the loop); each
+sampled token consumes exactly one uniform. The coupled sampler needs no generator state at all: its noise
+at position t depends only on (seed, t), which is what lets speculative decoding reproduce it exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .cache import KVCache
+from .sampling import SamplingParams, gumbel_token, sample, warp
+
+
+def check_prompt(model, prompt_ids, max_new_tokens: int) -> np.ndarray:
+    prompt = np.asarray(prompt_ids, dtype=np.int64)
+    if prompt.ndim != 1 or len(prompt) == 0:
+        raise ValueError("the prompt is empty: give at least one token")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    limit = model.cfg.max_position_embeddings
+    if len(prompt) + max_new_tokens > limit:
+        raise ValueError(f"the prompt ({len(prompt)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
+                         f"context length of {limit} tokens: shorten the prompt or ask for fewer tokens")
+    return prompt
+
+
+def prefill(model, prompt, cache: KVCache):  # [P] -> [V]
+    """Step 1, shared by vanilla and speculative decoding: the logits after the last prompt token."""
+    return model.forward(prompt, cache, last_only=True)[0]  # [V]
+
+
+def choose(logits, params: SamplingParams, rng: np.random.Generator, position: int) -> int:  # [V] -> id
+    """Step 2: the token at absolute `position` given the target's logits for it."""
+    if params.greedy:
+        return int(np.argmax(logits))
+    p = warp(logits, params.temperature, params.top_k, params.top_p)  # [V] float64
+    if params.coupled:
+        return gumbel_token(p, params.seed, position)
+    return sample(p, rng)
+
+
+@dataclass
+class Stats:
+    new_tokens: int = 0
+    prompt_tokens: int = 0
+    target_forwards: int = 0  # forward passes of the target model, the prefill included
+    prefill_seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the generation, the prefill included
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"new_tokens": self.new_tokens, "prompt_tokens": self.prompt_tokens,
+                "target_forwards": self.target_forwards, "prefill_seconds": round(self.prefill_seconds, 4),
+                "seconds": round(self.seconds, 4), "tokens_per_second": round(self.tokens_per_second, 2),
+                **self.extra}
+
+
+def generate(model, prompt_ids, max_new_tokens: int = 32, params: SamplingParams = SamplingParams(),
+             stop_at_eos: bool = True, stats: Stats | None = None) -> Iterator[int]:
+    """Yield new token ids one at a time (a streaming API). Pass a Stats to have it filled in."""
+    prompt = check_prompt(model, prompt_ids, max_new_tokens)
+    stats = stats if stats is not None else Stats()
+    stats.prompt_tokens = len(prompt)
+    if max_new_tokens == 0:
+        return
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(params.seed)
+    cache = model.new_cache(capacity=len(prompt) + max_new_tokens)
+    logits = prefill(model, prompt, cache)  # [V]  Step 1
+    stats.target_forwards += 1
+    stats.prefill_seconds = time.perf_counter() - t0
+    while True:
+        token = choose(logits, params, rng, position=cache.length)  # Step 2
+        stats.new_tokens += 1
+        stats.seconds = time.perf_counter() - t0
+        yield token
+        if (stop_at_eos and token == model.cfg.eos_token_id) or stats.new_tokens == max_new_tokens:  # Step 3
+            return
+        logits = model.forward([token], cache)[0]  # [V]
+        stats.target_forwards += 1
+
+
+def generate_ids(model, prompt_ids, max_new_tokens: int = 32, params: SamplingParams = SamplingParams(),
+                 stop_at_eos: bool = True) -> list[int]:
+    """The whole continuation as a list (see `generate`)."""
+    return list(generate(model, prompt_ids, max_new_tokens, params, stop_at_eos))

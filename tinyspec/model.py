@@ -1,0 +1,155 @@
+"""Gemma 3's forward pass in NumPy: small pure functions, a shape comment on every array line.
+
+Shapes: M = new tokens in this call, T = positions in the cache after it, d = hidden_size, H = query heads,
+Hkv = key/value heads, hd = head_dim, f = intermediate_size, V = vocab_size.
+
+# 1. Embeddings        x = E[tokens] * sqrt(d)
+# 2. One block         x += norm(attention(norm(x)));  x += norm(mlp(norm(x)))   (four RMSNorms)
+# 3. Attention         q, k, v projections; RMSNorm of each q and k head; RoPE; grouped-query attention with a
+#                      causal mask and, on local layers, the sliding window
+# 4. MLP               GeGLU: down(gelu_tanh(gate(h)) * up(h))
+# 5. The head          final RMSNorm, then logits = h @ E.T (tied to the embedding)
+
+The three heavy operations (matmul, attention, RMSNorm) come from a backend table (`tinyspec.kernels`):
+"numpy" is the readable reference, "numba" the fast batch-invariant kernels that make a token's logits
+bitwise the same whether it is computed alone or inside a verification batch. Everything else here is
+element-wise NumPy, which computes each element the same way whatever the batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cache import KVCache
+from .config import Config
+from .kernels import Ops, get_ops
+from .weights import Layer, Weights
+
+
+# 1. Embeddings ------------------------------------------------------------------------------------------
+
+def embed(tokens, embed_tokens, hidden_size):  # [M] -> [M, d]
+    return embed_tokens[tokens] * np.float32(np.sqrt(hidden_size))  # [M, d]  Gemma scales by sqrt(d)
+
+
+# 3. Attention -------------------------------------------------------------------------------------------
+
+def rope(x, positions, theta):  # [M, heads, hd] -> [M, heads, hd]
+    """Rotary position embedding, the "rotate half" form: dimension i pairs with i + hd/2.
+
+    The angle of pair i at position p is p * theta^(-2i/hd), computed in float64 and rounded once."""
+    hd = x.shape[-1]
+    inv_freq = theta ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)  # [hd/2]
+    angles = positions[:, None].astype(np.float64) * inv_freq[None, :]  # [M, hd/2]
+    cos = np.cos(angles).astype(np.float32)[:, None, :]  # [M, 1, hd/2]
+    sin = np.sin(angles).astype(np.float32)[:, None, :]  # [M, 1, hd/2]
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]  # [M, heads, hd/2] each
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)  # [M, heads, hd]
+
+
+def attention_block(x, layer: Layer, i: int, cache: KVCache, start: int, cfg: Config, ops: Ops):  # [M, d] -> [M, d]
+    M = x.shape[0]
+    positions = np.arange(start, start + M)  # [M]  absolute positions of the new tokens
+    q = ops.matmul(x, layer.q_proj).reshape(M, cfg.num_heads, cfg.head_dim)  # [M, H, hd]
+    k = ops.matmul(x, layer.k_proj).reshape(M, cfg.num_kv_heads, cfg.head_dim)  # [M, Hkv, hd]
+    v = ops.matmul(x, layer.v_proj).reshape(M, cfg.num_kv_heads, cfg.head_dim)  # [M, Hkv, hd]
+    q = ops.rms_norm(q.reshape(-1, cfg.head_dim), layer.q_norm, cfg.rms_norm_eps).reshape(q.shape)  # [M, H, hd]
+    k = ops.rms_norm(k.reshape(-1, cfg.head_dim), layer.k_norm, cfg.rms_norm_eps).reshape(k.shape)  # [M, Hkv, hd]
+    q = rope(q, positions, cfg.rope_theta(i))  # [M, H, hd]
+    k = rope(k, positions, cfg.rope_theta(i))  # [M, Hkv, hd]
+    cache.write(i, start, k, v)  # keys and values of positions start .. start+M-1
+    out = ops.attention(q, cache.k[i], cache.v[i], start, cfg.window(i), cfg.query_scale)  # [M, H, hd]
+    return ops.matmul(out.reshape(M, -1), layer.o_proj)  # [M, d]
+
+
+# 4. MLP -------------------------------------------------------------------------------------------------
+
+def gelu_tanh(x):  # [...] -> [...]
+    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    c = np.float32(np.sqrt(2.0 / np.pi))
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(c * (x + np.float32(0.044715) * x * x * x)))
+
+
+def mlp(x, layer: Layer, ops: Ops):  # [M, d] -> [M, d]
+    gate = ops.matmul(x, layer.gate_proj)  # [M, f]
+    up = ops.matmul(x, layer.up_proj)  # [M, f]
+    return ops.matmul(gelu_tanh(gate) * up, layer.down_proj)  # [M, d]
+
+
+# 2. One block -------------------------------------------------------------------------------------------
+
+def block(x, layer: Layer, i: int, cache: KVCache, start: int, cfg: Config, ops: Ops):  # [M, d] -> [M, d]
+    eps = cfg.rms_norm_eps
+    h = ops.rms_norm(x, layer.input_layernorm, eps)  # [M, d]
+    h = attention_block(h, layer, i, cache, start, cfg, ops)  # [M, d]
+    x = x + ops.rms_norm(h, layer.post_attention_layernorm, eps)  # [M, d]
+    h = ops.rms_norm(x, layer.pre_feedforward_layernorm, eps)  # [M, d]
+    h = mlp(h, layer, ops)  # [M, d]
+    return x + ops.rms_norm(h, layer.post_feedforward_layernorm, eps)  # [M, d]
+
+
+# 5. The whole forward pass ------------------------------------------------------------------------------
+
+def forward_hidden(tokens, w: Weights, cfg: Config, cache: KVCache, ops: Ops, layers=None):  # [M] -> [M, d]
+    """Run the blocks over M new tokens, appending them to the cache. Returns the final-normed hidden state.
+
+    `layers` (default all) runs only the first `layers` blocks: the early-exit drafter's partial forward."""
+    tokens = np.asarray(tokens, dtype=np.int64)  # [M]
+    n_layers = cfg.num_layers if layers is None else layers
+    start = cache.length
+    cache.reserve(start + len(tokens))
+    x = embed(tokens, w.embed_tokens, cfg.hidden_size)  # [M, d]
+    for i in range(n_layers):
+        x = block(x, w.layers[i], i, cache, start, cfg, ops)  # [M, d]
+    cache.length = start + len(tokens)
+    return ops.rms_norm(x, w.norm, cfg.rms_norm_eps)  # [M, d]
+
+
+def lm_head(h, w: Weights, ops: Ops):  # [M, d] -> [M, V]
+    return ops.matmul(h, w.embed_tokens)  # [M, V]  tied: the embedding matrix is the output layer
+
+
+class Model:
+    """Weights + config + backend. `forward` appends tokens to a cache and returns their logits.
+
+        >>> from tinyspec.config import tiny_config
+        >>> from tinyspec.weights import random_weights
+        >>> cfg = tiny_config()
+        >>> model = Model(cfg, random_weights(cfg), backend="numpy")
+        >>> cache = model.new_cache()
+        >>> model.forward([2, 7, 9], cache).shape, cache.length
+        ((3, 32), 3)
+    """
+
+    def __init__(self, cfg: Config, weights: Weights, backend: str = "numba"):
+        self.cfg = cfg
+        self.weights = weights
+        self.backend = backend
+        self.ops = get_ops(backend)
+
+    def new_cache(self, capacity: int = 256) -> KVCache:
+        return KVCache(self.cfg, capacity)
+
+    def forward(self, tokens, cache: KVCache, last_only: bool = False, layers: int | None = None):
+        """Logits [M, V] (float32) of M new tokens; with last_only, [1, V] of the last one (a prefill)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.ndim != 1 or len(tokens) == 0:
+            raise ValueError("forward needs a non-empty 1-D sequence of token ids")
+        if tokens.min() < 0 or tokens.max() >= self.cfg.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.cfg.vocab_size})")
+        if cache.length + len(tokens) > self.cfg.max_position_embeddings:
+            raise ValueError(f"{cache.length} cached + {len(tokens)} new positions exceed the context length "
+                             f"{self.cfg.max_position_embeddings}")
+        h = forward_hidden(tokens, self.weights, self.cfg, cache, self.ops, layers)  # [M, d]
+        if last_only:
+            h = h[-1:]  # [1, d]
+        self.last_hidden = h  # [M or 1, d]  kept for drafters that read the target's hidden state
+        return lm_head(h, self.weights, self.ops)  # [M, V]
+
+    @classmethod
+    def load(cls, directory=None, backend: str = "numba", progress=None) -> "Model":
+        """The real Gemma 3 270M (converted on first use)."""
+        from .weights import ensure_converted, load
+
+        cfg, weights = load(ensure_converted(directory, progress))
+        return cls(cfg, weights, backend)

@@ -1,0 +1,101 @@
+"""From logits to a token: temperature, top-k and top-p warping, seeded draws, Gumbel keys.
+
+The warped distribution p is what every speculative verifier must reproduce exactly, so it is computed in
+float64, once, in one place: `warp`. Its order follows Hugging Face's: temperature, then top-k, then top-p.
+
+    >>> p = warp(np.array([2.0, 1.0, 0.0, -1.0], np.float32), temperature=1.0, top_k=2)
+    >>> np.round(p, 4).tolist()
+    [0.7311, 0.2689, 0.0, 0.0]
+    >>> warp(np.array([2.0, 1.0, 0.0], np.float32), temperature=0.0).tolist()   # greedy: all mass on the argmax
+    [1.0, 0.0, 0.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 means greedy (argmax); > 0 divides the logits before the softmax
+    top_k: int = 0  # keep only the k most likely tokens; 0 keeps all
+    top_p: float = 1.0  # keep the smallest most-likely set whose probability reaches top_p (nucleus); 1 keeps all
+    seed: int = 0  # seeds numpy.random.default_rng; printed wherever a run is reported
+    coupled: bool = False  # sample by Gumbel-max with noise keyed by (seed, position) instead of sequential draws
+
+    def __post_init__(self):
+        check_sampling_args(self.temperature, self.top_k, self.top_p)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def check_sampling_args(temperature: float, top_k: int, top_p: float) -> None:
+    """Raise ValueError with a one-line explanation for out-of-range settings."""
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top-k must be a whole number >= 0 (0 = off), got {top_k}")
+    if not (0.0 < top_p <= 1.0):
+        raise ValueError(f"top-p must lie in (0, 1] (1 = off), got {top_p}")
+
+
+def greedy_token(logits) -> int:  # [V] -> id
+    """The argmax; ties go to the lowest id (np.argmax's rule)."""
+    return int(np.argmax(logits))
+
+
+def warp(logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):  # [V] -> [V] float64
+    """The distribution p that a sampled token follows. Sums to 1; zero outside the kept set."""
+    logits = np.asarray(logits, dtype=np.float64)  # [V]
+    V = logits.shape[-1]
+    if temperature == 0.0:
+        p = np.zeros(V)
+        p[greedy_token(logits)] = 1.0
+        return p
+    z = logits / temperature  # [V]
+    # Order every token by decreasing logit, ties broken by lower id: the order top-k and top-p cut.
+    order = np.lexsort((np.arange(V), -z))  # [V]
+    keep = np.ones(V, dtype=bool)  # [V] in `order`'s order
+    if 0 < top_k < V:
+        keep[top_k:] = False
+    p_sorted = np.exp(z[order] - z[order[0]])  # [V]
+    p_sorted[~keep] = 0.0
+    p_sorted /= p_sorted.sum()
+    if top_p < 1.0:
+        # keep token j if the tokens before it hold less than top_p: the first one is always kept
+        before = np.cumsum(p_sorted) - p_sorted  # [V]
+        keep &= before < top_p
+        p_sorted[~keep] = 0.0
+        p_sorted /= p_sorted.sum()
+    p = np.zeros(V)
+    p[order] = p_sorted
+    return p
+
+
+def sample(p, rng: np.random.Generator) -> int:  # [V] -> id
+    """One draw from p by inverting its CDF with one uniform u ~ U[0, 1) from rng."""
+    u = rng.random()
+    cdf = np.cumsum(p)
+    idx = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
+    idx = min(idx, len(p) - 1)
+    while p[idx] == 0.0:  # u * total landed exactly on a boundary below a zero-mass token: step back
+        idx -= 1
+    return idx
+
+
+def gumbel_noise(seed: int, position: int, vocab_size: int):  # -> [V] float64
+    """Gumbel(0, 1) noise keyed by (seed, absolute position): the same position always gets the same noise."""
+    rng = np.random.default_rng([seed, position])
+    u = rng.random(vocab_size)
+    return -np.log(-np.log(np.maximum(u, np.finfo(np.float64).tiny)))
+
+
+def gumbel_token(p, seed: int, position: int) -> int:  # [V] -> id
+    """Gumbel-max: argmax(log p + g) is an exact draw from p (tokens with p = 0 can never win)."""
+    with np.errstate(divide="ignore"):
+        keys = np.log(p) + gumbel_noise(seed, position, len(p))
+    return int(np.argmax(keys))
