@@ -1,0 +1,40 @@
+"""Drafters: cheap guessers of the next few tokens. See base.py for the interface.
+
+    ngram[:N]        prompt lookup, matching up to N tokens (default 3)
+    early-exit:L     the target's first L blocks + its final norm and head
+    draft-model      any smaller tinyspec Model with the target's vocabulary (pass it as `draft_model`)
+"""
+
+from __future__ import annotations
+
+from .base import Drafter, Proposal, TargetView
+from .draft_model import DraftModelDrafter
+from .early_exit import EarlyExitDrafter
+from .ngram import NgramDrafter
+
+NAMES = ("ngram", "ngram:N", "early-exit:L", "draft-model")
+
+
+def make_drafter(name: str, draft_model=None) -> Drafter:
+    """A drafter from its command-line name; ValueError with the valid names otherwise."""
+    kind, _, arg = name.partition(":")
+    try:
+        if kind == "ngram":
+            return NgramDrafter(max_n=int(arg) if arg else 3)
+        if kind == "early-exit":
+            if not arg:
+                raise ValueError("early-exit needs a block count, e.g. early-exit:4")
+            return EarlyExitDrafter(int(arg))
+        if kind == "draft-model" and not arg:
+            if draft_model is None:
+                raise ValueError("draft-model needs a draft Model (from Python: make_drafter(name, draft_model=...))")
+            return DraftModelDrafter(draft_model)
+    except ValueError as e:
+        if "invalid literal" in str(e):
+            raise ValueError(f"drafter {name!r}: {arg!r} is not a whole number") from None
+        raise
+    raise ValueError(f"unknown drafter {name!r}: choose one of {', '.join(NAMES)}")
+
+
+__all__ = ["Drafter", "Proposal", "TargetView", "NgramDrafter", "EarlyExitDrafter", "DraftModelDrafter",
+           "make_drafter", "NAMES"]

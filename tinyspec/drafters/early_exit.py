@@ -1,0 +1,48 @@
+"""Early exit (self-speculation): the target's own first L blocks, then its final norm and tied head.
+
+No extra weights and no cache of its own: its first L blocks are the target's, so the keys and values it
+needs for the context are already in the target's cache. Drafting writes rows for the drafted positions
+into those first L layers; the target's verification pass then overwrites the same positions in every layer,
+so nothing it leaves behind is ever read. Cheap blocks, but the full 262144-row head on every draft: the
+lesson of this drafter is that a drafter must be cheap *and* aligned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..sampling import gumbel_token, sample, warp
+from .base import Drafter, Proposal
+
+
+class EarlyExitDrafter(Drafter):
+    def __init__(self, layers: int):
+        if layers < 1:
+            raise ValueError(f"early-exit needs at least 1 block, got {layers}")
+        self.layers = layers
+        self.name = f"early-exit:{layers}"
+
+    def begin(self, target, prompt, params):
+        if self.layers >= target.model.cfg.num_layers:
+            raise ValueError(f"early-exit:{self.layers} needs fewer blocks than the target's "
+                             f"{target.model.cfg.num_layers}")
+        self.target, self.params = target, params
+        self.vocab_size = target.model.cfg.vocab_size
+        self.rng = np.random.default_rng([params.seed, 2])
+
+    def propose(self, context, k):
+        model, cache, p = self.target.model, self.target.cache, self.params
+        start = cache.length  # == len(context) - 1: the last context token is not in the cache yet
+        token = context[-1]
+        tokens, qs = [], []
+        for i in range(k):
+            logits = model.forward([token], cache, layers=self.layers)[0]  # [V]  first L blocks only
+            if p.greedy:
+                token, q = int(np.argmax(logits)), None
+            else:
+                q = warp(logits, p.temperature, p.top_k, p.top_p)  # [V]
+                token = gumbel_token(q, p.seed, start + 1 + i) if p.coupled else sample(q, self.rng)
+            tokens.append(token)
+            qs.append(q)
+        cache.length = start  # hand the cache back as it was: the verifier rewrites these rows
+        return Proposal(tokens=tokens, q=None if p.greedy else np.stack(qs))

@@ -1,0 +1,222 @@
+"""Speculative decoding, one step at a time.
+
+Notation of Leviathan, Kalman & Matias, "Fast Inference from Transformers via Speculative Decoding" (2023):
+the target model's (warped) distribution is p, the drafter's is q, the number of drafts is gamma (here k).
+Chen et al., "Accelerating Large Language Model Decoding with Speculative Sampling" (2023), give the same
+rule. One step:
+
+# Step 1  the drafter proposes up to k tokens d1..dk (with q when it samples)
+# Step 2  the target runs ONE forward over [last, d1..dk]: p_1..p_{k+1}, where p_i is the distribution of the
+#         token after d_{i-1} (p_1 follows `last`, the newest token, which no cache holds yet)
+# Step 3  verification accepts d1..dn and emits one more token from p_{n+1}: the target's own choice where d_{n+1}
+#         was rejected, or a bonus token when all k were accepted. Three verifiers:
+#           greedy     accept d_i while d_i == argmax p_i
+#           rejection  accept d_i with probability min(1, p_i(d_i) / q_i(d_i)); on rejection draw from
+#                      norm(max(0, p_i - q_i)); the output then follows p exactly (Leviathan et al., Thm 1)
+#           coupled    accept d_i while d_i == argmax(log p_i + g), g Gumbel noise keyed by (seed, position):
+#                      the very token vanilla coupled sampling picks there, so the text is identical
+# Step 4  roll the target's cache (and the drafter) back to the accepted length
+# Step 5  emit the tokens, stopping exactly where vanilla decoding would: at EOS or max_new_tokens
+
+The prefill and the first token are exactly vanilla decoding's (`decoding.prefill`, `decoding.choose`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .decoding import Stats, check_prompt, choose, prefill
+from .drafters.base import Drafter, TargetView
+from .sampling import SamplingParams, gumbel_token, sample, warp
+
+VERIFIERS = ("greedy", "rejection", "coupled")
+
+
+# --- the rejection rule, as two small functions (the tests prove they reproduce p) ---------------------------
+
+def acceptance_probability(p, q, token: int) -> float:
+    """min(1, p(d) / q(d)): the chance of keeping a draft d that was drawn from q."""
+    if q[token] <= 0.0:
+        raise ValueError(f"the drafter proposed token {token} but its q gives it probability 0")
+    return min(1.0, p[token] / q[token])
+
+
+def residual_distribution(p, q):  # [V], [V] -> [V]
+    """norm(max(0, p - q)): where to draw from after a rejection. (If p == q nothing is ever rejected.)"""
+    r = np.maximum(p - q, 0.0)
+    total = r.sum()
+    if total <= 0.0:  # p == q up to rounding: a rejection has probability 0; fall back to p itself
+        return np.asarray(p, dtype=np.float64)
+    return r / total
+
+
+def one_hot(token: int, size: int):  # -> [V]
+    q = np.zeros(size)
+    q[token] = 1.0
+    return q
+
+
+# --- the trace of a step and the run's stats ------------------------------------------------------------------
+
+@dataclass
+class StepTrace:
+    position: int  # absolute position of d1
+    drafted: list  # [n_drafted] token ids
+    p_draft: list  # [n_drafted] p_i(d_i), the target's probability of each draft (under warping)
+    q_draft: list  # [n_drafted] q_i(d_i), the drafter's (1.0 for deterministic drafters)
+    uniforms: list  # [n_checked] the uniform draw compared against min(1, p/q) (rejection only)
+    accepted: int  # how many drafts were kept
+    final_token: int  # the token the target added: a correction after a rejection, or a bonus
+    final_kind: str  # "correction" (a draft was rejected) or "bonus" (all drafts accepted)
+    emitted: list  # the tokens this step emitted (accepted drafts + final token, cut at EOS / limit)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class SpecStats(Stats):
+    drafted: int = 0  # draft tokens proposed (and checked by the target)
+    accepted: int = 0  # draft tokens kept
+    steps: int = 0  # speculative steps (each is one target forward)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Mean new tokens per target forward (the prefill excluded: it makes the first token only)."""
+        return (self.new_tokens - 1) / (self.target_forwards - 1) if self.target_forwards > 1 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "drafted": self.drafted, "accepted": self.accepted, "steps": self.steps,
+                "acceptance_rate": round(self.acceptance_rate, 4),
+                "tokens_per_forward": round(self.tokens_per_forward, 4)}
+
+
+# --- Step 3: the verifiers --------------------------------------------------------------------------------
+
+def verify(logits, drafted, q_rows, params: SamplingParams, verifier: str, rng, position: int):
+    """logits [n+1, V] of the target for the n drafts and the token after them. Returns (accepted, final
+    token, kind, p of each draft, q of each draft, uniforms)."""
+    V = logits.shape[-1]
+    p_draft, q_draft, uniforms = [], [], []
+    for i, d in enumerate(drafted):
+        pos = position + i  # absolute position of d_i
+        if verifier == "greedy":
+            target = int(np.argmax(logits[i]))
+            p_draft.append(1.0 if d == target else 0.0)
+            q_draft.append(1.0)
+            if d != target:
+                return i, target, "correction", p_draft, q_draft, uniforms
+            continue
+        p = warp(logits[i], params.temperature, params.top_k, params.top_p)  # [V] p_i
+        q = q_rows[i] if q_rows is not None else one_hot(d, V)  # [V] q_i
+        p_draft.append(float(p[d]))
+        q_draft.append(float(q[d]))
+        if verifier == "coupled":
+            target = gumbel_token(p, params.seed, pos)
+            if d != target:
+                return i, target, "correction", p_draft, q_draft, uniforms
+            continue
+        u = rng.random()  # rejection: accept d_i with probability min(1, p(d)/q(d))
+        uniforms.append(u)
+        if u >= acceptance_probability(p, q, d):
+            return i, sample(residual_distribution(p, q), rng), "correction", p_draft, q_draft, uniforms
+    # every draft accepted: the bonus token comes from p_{n+1}, exactly as vanilla would choose it
+    n = len(drafted)
+    if verifier == "greedy":
+        bonus = int(np.argmax(logits[n]))
+    else:
+        p = warp(logits[n], params.temperature, params.top_k, params.top_p)
+        bonus = gumbel_token(p, params.seed, position + n) if verifier == "coupled" else sample(p, rng)
+    return n, bonus, "bonus", p_draft, q_draft, uniforms
+
+
+# --- the loop -----------------------------------------------------------------------------------------------
+
+def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
+    if verifier not in VERIFIERS:
+        raise ValueError(f"unknown verifier {verifier!r}: choose one of {', '.join(VERIFIERS)}")
+    if k < 1:
+        raise ValueError(f"k (drafts per step) must be >= 1, got {k}")
+    if verifier == "greedy" and not params.greedy:
+        raise ValueError("the greedy verifier needs temperature 0: use --verify rejection or coupled to sample")
+    if verifier == "coupled" and not params.greedy and not params.coupled:
+        raise ValueError("the coupled verifier reproduces coupled sampling: set SamplingParams(coupled=True)")
+
+
+def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: int = 32,
+                         params: SamplingParams = SamplingParams(), verifier: str = "greedy", k: int = 4,
+                         adaptive: bool = False, k_max: int = 16, stop_at_eos: bool = True,
+                         stats: SpecStats | None = None, trace: list | None = None) -> Iterator[int]:
+    """Yield new tokens as they are accepted. Fills `stats` (SpecStats) and appends StepTraces to `trace`."""
+    check_settings(verifier, params, k)
+    prompt = check_prompt(model, prompt_ids, max_new_tokens)
+    if drafter.vocab_size is not None and drafter.vocab_size != model.cfg.vocab_size:
+        raise ValueError(f"the drafter {drafter.name} has a vocabulary of {drafter.vocab_size} tokens, the target "
+                         f"{model.cfg.vocab_size}: a drafter must share the target's tokenizer")
+    stats = stats if stats is not None else SpecStats()
+    stats.prompt_tokens = len(prompt)
+    if max_new_tokens == 0:
+        return
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(params.seed)  # the verifier's draws; the drafter keeps its own generator
+    cache = model.new_cache(capacity=len(prompt) + max_new_tokens + k_max + 1)
+    logits = prefill(model, prompt, cache)  # [V]  vanilla's prefill ...
+    stats.target_forwards += 1
+    stats.prefill_seconds = time.perf_counter() - t0
+    first = choose(logits, params, rng, position=cache.length)  # ... and vanilla's first token
+    context = list(prompt) + [first]
+    stats.new_tokens = 1
+    stats.seconds = time.perf_counter() - t0
+    yield first
+    if (stop_at_eos and first == model.cfg.eos_token_id) or max_new_tokens == 1:
+        return
+    drafter.begin(TargetView(model, cache), prompt, params)
+    while True:
+        remaining = max_new_tokens - stats.new_tokens
+        position = len(context)  # absolute position of d1; the cache holds len(context) - 1 positions
+        # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens)
+        proposal = drafter.propose(context, min(k, remaining - 1)) if remaining > 1 else None
+        drafted = list(proposal.tokens[: min(k, remaining - 1)]) if proposal else []
+        q_rows = proposal.q[: len(drafted)] if proposal is not None and proposal.q is not None else None
+        # Step 2: one target forward over [last, d1..dn]
+        logits = model.forward([context[-1]] + drafted, cache)  # [n+1, V]
+        stats.target_forwards += 1
+        stats.steps += 1
+        # Step 3: verify
+        n_ok, final, kind, p_d, q_d, us = verify(logits, drafted, q_rows, params, verifier, rng, position)
+        # Step 4: roll back the rejected drafts (the cache keeps `last` and the n_ok accepted drafts)
+        cache.truncate(position + n_ok)
+        new = drafted[:n_ok] + [final]
+        context += new
+        drafter.rollback(len(context) - 1)
+        stats.drafted += len(drafted)
+        stats.accepted += n_ok
+        if adaptive and drafted:  # grow k after a fully accepted step, shrink it after a rejection
+            k = min(k + 1, k_max) if n_ok == len(drafted) else max(1, k - 1)
+        # Step 5: emit, stopping exactly at EOS / max_new_tokens
+        emitted, done = [], False
+        for token in new:
+            emitted.append(token)
+            stats.new_tokens += 1
+            if (stop_at_eos and token == model.cfg.eos_token_id) or stats.new_tokens == max_new_tokens:
+                done = True
+                break
+        if trace is not None:
+            trace.append(StepTrace(position, drafted, p_d, q_d, us, n_ok, final, kind, emitted))
+        stats.seconds = time.perf_counter() - t0
+        yield from emitted
+        if done:
+            return
+
+
+def speculative_generate_ids(model, drafter, prompt_ids, max_new_tokens=32, params=SamplingParams(),
+                             verifier="greedy", k=4, **kw) -> list[int]:
+    return list(speculative_generate(model, drafter, prompt_ids, max_new_tokens, params, verifier, k, **kw))
