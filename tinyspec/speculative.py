@@ -42,7 +42,7 @@ def acceptance_probability(p, q, token: int) -> float:
     """min(1, p(d) / q(d)): the chance of keeping a draft d that was drawn from q."""
     if q[token] <= 0.0:
         raise ValueError(f"the drafter proposed token {token} but its q gives it probability 0")
-    return min(1.0, p[token] / q[token])
+    return 1.0 if p[token] >= q[token] else float(p[token] / q[token])
 
 
 def residual_distribution(p, q):  # [V], [V] -> [V]
