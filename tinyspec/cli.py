@@ -115,36 +115,230 @@ def cmd_predict(args):
         print(f"{r:>4}  {row['id']:>7}  {row['token']:<20} {row['logit']:>9.3f}  {row['probability']:>7.2%}")
 
 
-def cmd_generate(args):
+EXAMPLE_PROMPT = """# Task: rename the variable `total` to `acc` in this function. Keep everything else the same.
+
+# Before:
+def mean_and_max(values):
+    \"\"\"Return the mean and the largest of a non-empty list of numbers.\"\"\"
+    total = 0
+    largest = values[0]
+    for value in values:
+        total += value
+        if value > largest:
+            largest = value
+    return total / len(values), largest
+
+# After:
+def mean_and_max(values):
+"""
+
+
+class Marker:
+    """Marks text that came from accepted drafts: green on a terminal, [brackets] otherwise."""
+
+    def __init__(self, out):
+        self.colour = out.isatty() and not os.environ.get("NO_COLOR")
+        self.open, self.close = ("\033[32m", "\033[0m") if self.colour else ("[", "]")
+        self.inside = False
+
+    def __call__(self, text: str, from_draft: bool) -> str:
+        if not text:
+            return ""
+        prefix = ""
+        if from_draft and not self.inside:
+            prefix, self.inside = self.open, True
+        elif not from_draft and self.inside:
+            prefix, self.inside = self.close, False
+        return prefix + text
+
+    def end(self) -> str:
+        was, self.inside = self.inside, False
+        return self.close if was else ""
+
+
+def run_generation(model, ids, args, params, drafter):
+    """(tokens, stats, trace): `tokens` yields (token, from_draft) pairs; vanilla decoding when drafter is None.
+    stats and trace fill in as the tokens are consumed."""
     from .decoding import Stats, generate
+    from .speculative import SpecStats, speculative_generate
+
+    if drafter is None:
+        stats, trace = Stats(), None
+        tokens = generate(model, ids, args.max_new_tokens, params, stats=stats)
+    else:
+        stats, trace = SpecStats(), []
+        tokens = speculative_generate(model, drafter, ids, args.max_new_tokens, params, args.verify, args.k,
+                                      adaptive=args.adaptive, stats=stats, trace=trace)
+
+    def marked():
+        steps_seen, index_in_step = 0, 0
+        for token in tokens:
+            from_draft = False
+            if trace:  # the step that emitted this token is the last one traced
+                if len(trace) != steps_seen:
+                    steps_seen, index_in_step = len(trace), 0
+                from_draft = index_in_step < trace[-1].accepted
+                index_in_step += 1
+            yield token, from_draft
+    return marked(), stats, trace
+
+
+def make_cli_drafter(args, model):
+    from .drafters import make_drafter
+
+    if not args.drafter:
+        return None
+    if args.k < 1:
+        raise CliError(f"--k must be >= 1, got {args.k}")
+    try:
+        return make_drafter(args.drafter)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def cmd_generate(args):
+    from .speculative import SpecStats, check_settings
 
     if args.max_new_tokens < 0:
         raise CliError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     params = sampling_params(args)
+    if args.drafter:
+        try:
+            check_settings(args.verify, params, args.k)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        make_cli_drafter(args, None)  # reject bad names before loading the model
     text = read_prompt(args.prompt)
     model, tok = load(args)
+    drafter = make_cli_drafter(args, model)
     ids = tok.encode(text)
-    stats = Stats()
-    stream = tok.stream()
+    stream, mark = tok.stream(), Marker(sys.stdout)
     out = []
+    tokens, stats, trace = run_generation(model, ids, args, params, drafter)
     if not args.json:
         sys.stdout.write(text)
         sys.stdout.flush()
     try:
-        for token in generate(model, ids, args.max_new_tokens, params, stats=stats):
+        for token, from_draft in tokens:
             out.append(token)
             if not args.json:
-                sys.stdout.write(stream.push(token))
+                sys.stdout.write(mark(stream.push(token), from_draft))
                 sys.stdout.flush()
     except ValueError as e:
         raise CliError(str(e)) from None
     if args.json:
-        print(json.dumps({"prompt_ids": ids, "ids": out, "text": tok.decode(out), "seed": params.seed,
-                          "stats": stats.to_dict()}, ensure_ascii=False))
+        result = {"prompt_ids": ids, "ids": out, "text": tok.decode(out), "seed": params.seed,
+                  "stats": stats.to_dict()}
+        if drafter is not None:
+            result.update(drafter=drafter.name, k=args.k, verify=args.verify)
+            if args.trace:
+                result["trace"] = [t.to_dict() for t in trace]
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    sys.stdout.write(stream.flush() + mark.end() + "\n")
+    if args.trace and trace is not None:
+        print_trace(trace, tok)
+    extra = ""
+    if isinstance(stats, SpecStats):
+        extra = (f", {stats.acceptance_rate:.0%} of {stats.drafted} drafts accepted, "
+                 f"{stats.tokens_per_forward:.2f} tokens per target forward")
+    print(f"[{stats.new_tokens} tokens, {stats.seconds:.2f} s, {stats.tokens_per_second:.1f} tokens/s{extra}]",
+          file=sys.stderr)
+def print_trace(trace, tok, out=sys.stdout):
+    """One line per speculative step: what was drafted, p and q of each draft, what was kept."""
+    show = lambda t: repr(tok.decode([t]))
+    for n, step in enumerate(trace, 1):
+        drafts = []
+        for i, d in enumerate(step.drafted):
+            u = f" u={step.uniforms[i]:.3f}" if i < len(step.uniforms) else ""
+            mark = "+" if i < step.accepted else ("x" if i == step.accepted else ".")
+            drafts.append(f"{mark}{show(d)} p={step.p_draft[i]:.3f} q={step.q_draft[i]:.3f}{u}")
+        print(f"step {n:>3} @{step.position:>5}: kept {step.accepted}/{len(step.drafted)}; {step.final_kind} "
+              f"{show(step.final_token)}" + ("  | " + "  ".join(drafts) if drafts else "  | (no draft)"),
+              file=out)
+
+
+def cmd_compare(args):
+    import statistics
+
+    from .speculative import check_settings
+
+    if args.max_new_tokens < 1:
+        raise CliError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.repeats < 1:
+        raise CliError(f"--repeats must be >= 1, got {args.repeats}")
+    params = sampling_params(args)
+    try:
+        check_settings(args.verify, params, args.k)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    make_cli_drafter(args, None)
+    text = read_prompt(args.prompt) if args.prompt is not None else EXAMPLE_PROMPT
+    model, tok = load(args)
+    ids = tok.encode(text)
+    list(run_generation(model, ids[:8], argparse.Namespace(**{**vars(args), "max_new_tokens": 2}), params,
+                        None)[0])  # warm-up: load the compiled kernels before timing
+    runs = {"vanilla": [], "speculative": []}
+    outputs = {}
+    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+        for name in runs:
+            drafter = make_cli_drafter(args, model) if name == "speculative" else None
+            tokens, stats, trace = run_generation(model, ids, args, params, drafter)
+            pairs = list(tokens)
+            runs[name].append(stats)
+            outputs[name] = (pairs, stats, trace)
+    median = lambda name: statistics.median(s.seconds for s in runs[name])
+    (v_pairs, v_stats, _), (s_pairs, s_stats, s_trace) = outputs["vanilla"], outputs["speculative"]
+    v_ids, s_ids = [t for t, _ in v_pairs], [t for t, _ in s_pairs]
+    identical = v_ids == s_ids
+    speedup = median("vanilla") / median("speculative")
+    if args.json:
+        print(json.dumps({"prompt_tokens": len(ids), "identical": identical, "speedup": round(speedup, 3),
+                          "vanilla": {"ids": v_ids, "seconds": round(median("vanilla"), 4),
+                                      "stats": v_stats.to_dict()},
+                          "speculative": {"ids": s_ids, "seconds": round(median("speculative"), 4),
+                                          "stats": s_stats.to_dict()},
+                          "drafter": args.drafter, "k": args.k, "verify": args.verify, "seed": params.seed},
+                         ensure_ascii=False))
     else:
-        sys.stdout.write(stream.flush() + "\n")
-        print(f"[{stats.new_tokens} tokens, {stats.seconds:.2f} s, {stats.tokens_per_second:.1f} tokens/s]",
-              file=sys.stderr)
+        mark, stream = Marker(sys.stdout), tok.stream()
+        body = "".join(mark(stream.push(t), d) for t, d in s_pairs) + stream.flush() + mark.end()
+        print(text + body)
+        print("-" * 72)
+        mode = "greedy" if params.greedy else f"temperature {params.temperature}, seed {params.seed}"
+        print(f"prompt {len(ids)} tokens, {len(v_ids)} new tokens, {mode}, drafter {args.drafter}, k={args.k}, "
+              f"verify {args.verify}, backend {args.backend}, median of {args.repeats}")
+        print(f"  vanilla      {len(v_ids) / median('vanilla'):7.1f} tokens/s  {median('vanilla'):6.2f} s  "
+              f"{v_stats.target_forwards} target forwards")
+        print(f"  speculative  {len(s_ids) / median('speculative'):7.1f} tokens/s  {median('speculative'):6.2f} s  "
+              f"{s_stats.target_forwards} target forwards, {s_stats.acceptance_rate:.0%} of {s_stats.drafted} "
+              f"drafts accepted, {s_stats.tokens_per_forward:.2f} tokens per forward")
+        if identical:
+            print(f"  identical output: yes ({len(v_ids)} of {len(v_ids)} tokens)")
+        else:
+            same = next((i for i, (a, b) in enumerate(zip(v_ids, s_ids)) if a != b), min(len(v_ids), len(s_ids)))
+            why = (" (expected: rejection sampling equals vanilla in distribution, not token for token; "
+                   "--verify coupled --coupled gives identical samples)" if args.verify == "rejection" else "")
+            print(f"  identical output: NO, first difference at token {same}{why}")
+        print(f"  speedup: {speedup:.2f}x")
+    if not identical and args.verify != "rejection":
+        return 1
+    return 0
+
+
+def add_speculative_args(p, drafter_default=None):
+    p.add_argument("--drafter", default=drafter_default,
+                   help="ngram[:N] (prompt lookup), early-exit:L (first L blocks of the target)"
+                        + ("" if drafter_default else "; without it, vanilla decoding"))
+    p.add_argument("--k", type=int, default=4, help="tokens drafted per step (default 4)")
+    p.add_argument("--verify", choices=["greedy", "rejection", "coupled"], default=None,
+                   help="greedy (default at temperature 0), rejection (default when sampling), coupled")
+    p.add_argument("--adaptive", action="store_true", help="grow k after full acceptance, shrink after rejection")
+
+
+def resolve_verify(args):
+    if getattr(args, "verify", "x") is None:
+        args.verify = "coupled" if args.coupled else ("greedy" if args.temperature == 0 else "rejection")
 
 
 def build_parser():
@@ -174,16 +368,28 @@ def build_parser():
     p.add_argument("prompt", help="prompt text, or - for standard input")
     add_sampling_args(p)
     p.add_argument("--coupled", action="store_true", help="sample by Gumbel-max keyed by (seed, position)")
+    add_speculative_args(p)
+    p.add_argument("--trace", action="store_true", help="print every speculative step")
     add_model_args(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("compare", help="vanilla vs speculative on the same settings: identical? how much faster?")
+    p.add_argument("prompt", nargs="?", default=None,
+                   help="prompt text, or - for standard input (default: a built-in code-editing example)")
+    add_sampling_args(p)
+    p.add_argument("--coupled", action="store_true", help="sample by Gumbel-max keyed by (seed, position)")
+    add_speculative_args(p, drafter_default="ngram")
+    p.add_argument("--repeats", type=int, default=1, help="time each side this many times, interleaved")
+    add_model_args(p)
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        args.func(args)
-        return 0
+        resolve_verify(args)
+        return args.func(args) or 0
     except CliError as e:
         print(f"tinyspec: error: {e}", file=sys.stderr)
         return 2

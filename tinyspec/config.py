@@ -31,13 +31,13 @@ class Config:
     rope_theta_global: float = 1_000_000.0  # RoPE base of the global layers
     rope_theta_local: float = 10_000.0  # RoPE base of the local (sliding) layers. Not in the GGUF
     query_pre_attn_scalar: float = 256.0  # queries are scaled by query_pre_attn_scalar ** -0.5. Not in the GGUF
-    embed_scale_by_sqrt_hidden: bool = True  # embeddings are multiplied by sqrt(hidden_size). Not in the GGUF
     max_position_embeddings: int = 32768  # the context length: prompt + generated tokens
     bos_token_id: int = 2  # prepended to every prompt
     eos_token_id: int = 1  # generation stops after emitting it
     pad_token_id: int = 0  # never produced by tinyspec; recorded for completeness
     unk_token_id: int = 3  # the tokenizer's unknown token
-    # RMSNorm scales are stored as the full multiplier: y = x / rms(x) * scale. Gemma's checkpoints store w with
+    # Not fields, because they never vary in Gemma 3: embeddings are multiplied by sqrt(hidden_size); the MLP
+    # uses GELU with the tanh approximation; no logit soft-capping. RMSNorm scales are stored as the full multiplier: y = x / rms(x) * scale. Gemma's checkpoints store w with
     # scale = 1 + w; the GGUF (and so tinyspec's converted weights) store 1 + w already added.
 
     # --- derived -----------------------------------------------------------------------------------------
