@@ -132,6 +132,11 @@ class Model:
 
     def forward(self, tokens, cache: KVCache, last_only: bool = False, layers: int | None = None):
         """Logits [M, V] (float32) of M new tokens; with last_only, [1, V] of the last one (a prefill)."""
+        h = self.hidden(tokens, cache, layers)  # [M, d]
+        return self.head(h[-1:] if last_only else h)  # [M or 1, V]
+
+    def hidden(self, tokens, cache: KVCache, layers: int | None = None):  # [M] -> [M, d]
+        """Run the blocks over M new tokens (appending them to the cache): the final-normed hidden states."""
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.ndim != 1 or len(tokens) == 0:
             raise ValueError("forward needs a non-empty 1-D sequence of token ids")
@@ -140,11 +145,10 @@ class Model:
         if cache.length + len(tokens) > self.cfg.max_position_embeddings:
             raise ValueError(f"{cache.length} cached + {len(tokens)} new positions exceed the context length "
                              f"{self.cfg.max_position_embeddings}")
-        h = forward_hidden(tokens, self.weights, self.cfg, cache, self.ops, layers)  # [M, d]
-        if last_only:
-            h = h[-1:]  # [1, d]
-        self.last_hidden = h  # [M or 1, d]  kept for drafters that read the target's hidden state
-        return lm_head(h, self.weights, self.ops)  # [M, V]
+        return forward_hidden(tokens, self.weights, self.cfg, cache, self.ops, layers)  # [M, d]
+
+    def head(self, h):  # [M, d] -> [M, V]
+        return lm_head(np.ascontiguousarray(h), self.weights, self.ops)
 
     @classmethod
     def load(cls, directory=None, backend: str = "numba", progress=None) -> "Model":

@@ -9,9 +9,9 @@ Gemma 3 uses a SentencePiece BPE tokenizer with 262144 pieces. Four ideas are en
 
 2. BPE by rank. Start from single characters and, again and again, join the adjacent pair whose
    concatenation is the best-ranked piece of the vocabulary, until no adjacent pair forms a piece.
-   SentencePiece learned the pieces in that order and stores them in it: piece i got the score -i
-   (in this GGUF every normal piece has score 494 - id). The file has no merge list, so
-   `derive_merges` writes one out for HF's `tokenizers` BPE: every way to cut a piece into two
+   SentencePiece stores the pieces in the order it learned them, with scores falling by one from
+   piece to piece, so "best-ranked" means "earliest in the vocabulary". The file has no merge list,
+   so `derive_merges` writes one out for HF's `tokenizers` BPE: every way to cut a piece into two
    pieces, ranked by the piece they make.
 
 3. Byte fallback. A character that is not a piece (a rare CJK character, say) is spelled as its
@@ -22,7 +22,8 @@ Gemma 3 uses a SentencePiece BPE tokenizer with 262144 pieces. Four ideas are en
 4. Special pieces are matched whole before BPE runs. Control pieces ("<bos>", "<eos>",
    "<start_of_turn>", "<unused0>", ...) are special: `decode` drops them unless asked not to.
    User-defined pieces (runs of newlines or tabs, a few HTML tags such as "<b>", "[multimodal]")
-   are ordinary text that is always kept in one piece. A literal "<eos>" typed in the input text
+   are ordinary text that is always kept in one piece (runs of spaces are left to BPE, see
+   `is_added_token`). A literal "<eos>" typed in the input text
    becomes the control token, as in HF transformers (llama.cpp treats it as text by default).
 
 The GGUF file stores the vocabulary as three parallel lists (piece strings, scores, llama.cpp token
@@ -75,9 +76,11 @@ def sentencepiece_spelling(piece: str) -> str:
 def is_added_token(piece: str, token_type: int) -> bool:
     """Whether the piece is matched whole in the raw text instead of being built by BPE.
 
-    Control pieces always are. User-defined pieces are too, except the runs of spaces: spaces only
-    become "▁" after the raw-text matching, so those stay ordinary pieces that BPE builds (first of
-    all pieces, since they sit at ids 138..167).
+    Control pieces always are. User-defined pieces are too, except the runs of 2..31 spaces: like HF
+    transformers, we keep those as ordinary pieces ("▁▁", ...) that BPE builds before any other, as
+    they sit at ids 138..167. A run of up to 31 spaces becomes one piece either way; longer runs show
+    the choice: BPE pairs 32 spaces up into two pieces of 16, where matching runs whole, longest
+    first (as llama.cpp does with user-defined pieces), would take 31 and leave one.
     """
     return token_type == CONTROL or (token_type == USER_DEFINED and " " not in piece)
 
@@ -144,13 +147,16 @@ def build_tokenizer(
       BPE model     merges by rank, bytes for unknown chars     "Hello" "▁▁" "world"
       post-process  prepend <bos>                               [2, 9259, 138, 12392]
 
-    and `decode` runs the decoder: "▁" -> " ", byte pieces -> bytes -> UTF-8 text.
+    Its decoder ("▁" -> " ", runs of byte pieces -> UTF-8 text) serves whoever loads tokenizer.json
+    elsewhere; `Tokenizer.decode` joins token bytes instead, which gives the same text whenever the
+    bytes are valid UTF-8 (see StreamDecoder for why). pad_id is only checked: tinyspec never pads.
     """
     if not len(tokens) == len(scores) == len(token_types):
         raise ValueError(f"vocabulary lists differ in length: {len(tokens)} tokens, {len(scores)} scores, "
                          f"{len(token_types)} token types")
-    if token_types[eos_id] != CONTROL:  # cheap check that the special ids belong to this vocabulary
-        raise ValueError(f"eos id {eos_id} is {tokens[eos_id]!r}, which is not a control token")
+    for name, token_id in [("bos", bos_id), ("eos", eos_id), ("unk", unk_id), ("pad", pad_id)]:
+        if token_types[token_id] not in (CONTROL, UNKNOWN):  # a cheap check that the ids fit this vocabulary
+            raise ValueError(f"{name} id {token_id} is {tokens[token_id]!r}, which is not a control token")
     check_merge_order(scores, token_types)
 
     pieces = [sentencepiece_spelling(piece) for piece in tokens]
@@ -179,9 +185,7 @@ def build_tokenizer(
     ])
 
     bos = pieces[bos_id]
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos}:1 $B:1", special_tokens=[(bos, bos_id)]
-    )
+    tokenizer.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, bos_id)])
     return tokenizer
 
 
@@ -254,8 +258,7 @@ class Tokenizer:
     def from_gguf(cls, path: str | Path) -> Tokenizer:
         """Build the tokenizer straight from a GGUF file (slow: about 30 s, see read_gguf_vocabulary)."""
         vocabulary = read_gguf_vocabulary(path)
-        tokenizer = cls(build_tokenizer(**vocabulary), bos_id=vocabulary["bos_id"], eos_id=vocabulary["eos_id"])
-        return tokenizer
+        return cls(build_tokenizer(**vocabulary), bos_id=vocabulary["bos_id"], eos_id=vocabulary["eos_id"])
 
     def _special_id(self, piece: str) -> int:
         token_id = self.backend.token_to_id(piece)
@@ -277,6 +280,8 @@ class Tokenizer:
     def token_bytes(self, token_id: int) -> bytes:
         """The UTF-8 bytes one token stands for: "▁world" -> b" world", "<0xE2>" -> b"\\xe2",
         "<eos>" -> b"<eos>". The text of a list of ids is these bytes joined, decoded as UTF-8."""
+        if not 0 <= token_id < self.vocab_size:
+            raise IndexError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
         if self._bytes is None:
             self._bytes = [self._piece_bytes(self.backend.id_to_token(i)) for i in range(self.vocab_size)]
         return self._bytes[token_id]
@@ -291,8 +296,14 @@ class Tokenizer:
     def decode(self, ids: list[int], skip_special: bool = True) -> str:
         """The text of `ids`; control tokens such as <bos> are left out unless skip_special=False.
 
-        [2, 9259, 1902] -> "Hello world". Byte tokens that do not form valid UTF-8 become U+FFFD,
-        following Python's bytes.decode(errors="replace").
+        [2, 9259, 1902] -> "Hello world". The text is the tokens' bytes joined and decoded as UTF-8;
+        bytes that form no character become U+FFFD, as in bytes.decode(errors="replace").
+
+        For valid UTF-8 this is what the tokenizer.json decoder gives. It differs on broken byte
+        runs: `tokenizers`' ByteFallback decodes a whole run of byte tokens at once and turns all of
+        it into U+FFFD if any part is invalid (<0xC3> <0xA9> <0xE2> -> "\ufffd\ufffd\ufffd", here
+        "é\ufffd"). Then whether "é" is printed would depend on tokens not generated yet; decoding
+        bytes makes every complete character final, which StreamDecoder relies on.
         """
         data = b"".join(self.token_bytes(i) for i in ids if not (skip_special and i in self.special_ids))
         return data.decode("utf-8", errors="replace")
@@ -330,9 +341,11 @@ class StreamDecoder:
     the flush gives exactly `tokenizer.decode(ids)`, because both decode the same byte string and
     Python's incremental UTF-8 decoder agrees with the one-shot one.
 
-    >>> stream = tok.stream()                                           # doctest: +SKIP
-    >>> [stream.push(i) for i in [2, 238 + 0xE2, 238 + 0x82, 238 + 0xAC]] + [stream.flush()]  # doctest: +SKIP
-    ['', '', '', '€', '']
+    >>> tok.encode("퓛!")                                                   # doctest: +SKIP
+    [2, 475, 385, 393, 236888]
+    >>> stream = tok.stream()                                              # doctest: +SKIP
+    >>> [stream.push(i) for i in [2, 475, 385, 393, 236888]] + [stream.flush()]  # doctest: +SKIP
+    ['', '', '', '퓛', '!', '']
     """
 
     def __init__(self, tokenizer: Tokenizer, skip_special: bool = True):
