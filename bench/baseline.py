@@ -38,7 +38,7 @@ else:
     ids = tok.encode(text)[:256]
     model.forward(ids[:8], model.new_cache(), last_only=True)  # warm-up (loads compiled kernels)
     cache = model.new_cache(len(ids) + 40)
-    t = time.perf_counter(); logits = prefill(model, np.array(ids), cache); out["prefill_seconds"] = time.perf_counter() - t
+    t = time.perf_counter(); logits, _ = prefill(model, np.array(ids), cache); out["prefill_seconds"] = time.perf_counter() - t
     out["prompt_tokens"] = len(ids)
     token, n = int(np.argmax(logits)), 32
     t = time.perf_counter()

@@ -35,9 +35,11 @@ def check_prompt(model, prompt_ids, max_new_tokens: int) -> np.ndarray:
     return prompt
 
 
-def prefill(model, prompt, cache: KVCache):  # [P] -> [V]
-    """Step 1, shared by vanilla and speculative decoding: the logits after the last prompt token."""
-    return model.forward(prompt, cache, last_only=True)[0]  # [V]
+def prefill(model, prompt, cache: KVCache):  # [P] -> ([V], [d])
+    """Step 1, shared by vanilla and speculative decoding: the logits after the last prompt token, and that
+    token's final hidden state (which some drafters read)."""
+    h = model.hidden(prompt, cache)[-1:]  # [1, d]
+    return model.head(h)[0], h[0]  # [V], [d]
 
 
 def choose(logits, params: SamplingParams, rng: np.random.Generator, position: int) -> int:  # [V] -> id
@@ -81,7 +83,7 @@ def generate(model, prompt_ids, max_new_tokens: int = 32, params: SamplingParams
     t0 = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     cache = model.new_cache(capacity=len(prompt) + max_new_tokens)
-    logits = prefill(model, prompt, cache)  # [V]  Step 1
+    logits, _ = prefill(model, prompt, cache)  # [V]  Step 1
     stats.target_forwards += 1
     stats.prefill_seconds = time.perf_counter() - t0
     while True:

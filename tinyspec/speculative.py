@@ -168,7 +168,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     t0 = time.perf_counter()
     rng = np.random.default_rng(params.seed)  # the verifier's draws; the drafter keeps its own generator
     cache = model.new_cache(capacity=len(prompt) + max_new_tokens + k_max + 1)
-    logits = prefill(model, prompt, cache)  # [V]  vanilla's prefill ...
+    logits, hidden = prefill(model, prompt, cache)  # [V], [d]  vanilla's prefill ...
     stats.target_forwards += 1
     stats.prefill_seconds = time.perf_counter() - t0
     first = choose(logits, params, rng, position=cache.length)  # ... and vanilla's first token
@@ -178,7 +178,8 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     yield first
     if (stop_at_eos and first == model.cfg.eos_token_id) or max_new_tokens == 1:
         return
-    drafter.begin(TargetView(model, cache), prompt, params)
+    view = TargetView(model, cache, hidden)
+    drafter.begin(view, prompt, params)
     while True:
         remaining = max_new_tokens - stats.new_tokens
         position = len(context)  # absolute position of d1; the cache holds len(context) - 1 positions
@@ -187,13 +188,15 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         drafted = list(proposal.tokens[: min(k, remaining - 1)]) if proposal else []
         q_rows = proposal.q[: len(drafted)] if proposal is not None and proposal.q is not None else None
         # Step 2: one target forward over [last, d1..dn]
-        logits = model.forward([context[-1]] + drafted, cache)  # [n+1, V]
+        h = model.hidden([context[-1]] + drafted, cache)  # [n+1, d]
+        logits = model.head(h)  # [n+1, V]
         stats.target_forwards += 1
         stats.steps += 1
         # Step 3: verify
         n_ok, final, kind, p_d, q_d, us = verify(logits, drafted, q_rows, params, verifier, rng, position)
         # Step 4: roll back the rejected drafts (the cache keeps `last` and the n_ok accepted drafts)
         cache.truncate(position + n_ok)
+        view.hidden = h[n_ok]  # [d] the state whose logits chose `final`
         new = drafted[:n_ok] + [final]
         context += new
         drafter.rollback(len(context) - 1)

@@ -27,6 +27,8 @@ import numpy as np
 class TargetView:
     model: object  # the target tinyspec Model
     cache: object  # its KVCache: holds every token of the context but the last one
+    hidden: object = None  # [d] the target's final hidden state at the second-to-last context position: the
+    #                        state whose logits chose the last token (read by the MTP drafter)
 
 
 @dataclass
