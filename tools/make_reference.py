@@ -400,9 +400,7 @@ def main() -> None:
     long_ids = all_long_ids[:LONG_LEN]
     with MaskSpy(mg, cfg.sliding_window) as spy, torch.no_grad():
         spy.active = True
-        t1 = time.time()
         lg = model(torch.tensor([long_ids]), use_cache=False).logits[0]
-        long_secs = time.time() - t1
         spy.active = False
     logits_out.append(
         {
@@ -527,7 +525,6 @@ def main() -> None:
             "norms": norm_check,
             "mask_per_layer": mask_report,
             "masks_ok": masks_ok,
-            "long_forward_seconds": round(long_secs, 1),
             "greedy_generate_matches_no_cache": gen_all_match,
         },
         "notes": notes,
