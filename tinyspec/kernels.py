@@ -1,0 +1,373 @@
+"""The heavy operations of the forward pass, twice: plain NumPy (the reference you read) and Numba (fast, and
+batch-invariant: the exactness of speculative decoding rests on it).
+
+# 1. Why batch-invariant
+
+Greedy speculative decoding emits exactly what greedy vanilla decoding emits only if the target scores a token
+identically whether it is computed alone (vanilla, M = 1 row) or inside a verification batch (M = k + 1 rows).
+BLAS does not promise that: OpenBLAS runs a different kernel for one row (gemv) than for several (gemm), so
+the last bits of the logits move and near-ties flip. The Numba kernels below fix the order in which every
+output element is summed, and make it depend on nothing but that element's own inputs:
+
+    matmul   out[m, n] = x[m] . W[n]: lane l (0 <= l < LANES) sums x[m, k] * W[n, k] for k = l, l + 16,
+             l + 32, ... in increasing k, one fused multiply-add (FMA) per term; then the 16 lanes are added
+             as a fixed tree (l + 8, then + 4, + 2, + 1).
+    attention  every score is such a dot product; the softmax sum and the weighted sum of values run over the
+             visible keys in increasing position, one query row and head at a time.
+    rms_norm   the sum of squares of a row is the same lane-ordered dot product of the row with itself.
+
+None of the kernels asks for reassociation (`fastmath` is limited to "contract", which turns each
+`a += x * w` into one FMA), so LLVM may vectorize a loop or not, unroll it or not, take a 4-row tile path or
+a 1-row remainder path: the value of every element is fixed by the source, and the tests check it bitwise.
+
+# 2. Why fast
+
+Decoding is memory-bound: the LM head alone is 262144 x 640 float32 = 671 MB per forward. `matmul_numba`
+streams each weight row once and uses it for every row of x: the inner tile multiplies 4 rows of W by 2 rows
+of x (8 dot products sharing every load), vectorized over the 16 lanes, threads splitting the rows of W. So
+verifying 8 tokens costs little more than decoding 1; BLAS gemm, by contrast, costs ~3x gemv here.
+
+# 3. The backend table
+
+`get_ops("numpy")` and `get_ops("numba")` return an `Ops(matmul, attention, rms_norm)` the model calls.
+The numba table sends matmuls with more than 64 rows (the prefill) to NumPy/BLAS: the prefill is shared by
+the vanilla and the speculative run, so it need not be batch-invariant, only identical in both, and it is.
+
+    >>> x = np.arange(6, dtype=np.float32).reshape(2, 3); W = np.ones((4, 3), np.float32)
+    >>> matmul_numpy(x, W)
+    array([[ 3.,  3.,  3.,  3.],
+           [12., 12., 12., 12.]], dtype=float32)
+
+Element-wise NumPy (np.exp, np.tanh, sin/cos, +, *) computes each element alone and the same way whatever
+the array's length (checked for this machine in tests/test_kernels.py), so it stays in the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from numba import njit, prange
+
+LANES = 16  # partial sums per dot product: two AVX2 vectors of 8 float32 (_finish spells out their tree)
+CHUNKS = 8  # terms each lane adds per panel (one loop trip); a panel covers LANES * CHUNKS values of K
+PANEL = LANES * CHUNKS  # 128: K is walked in panels of 128, the remaining K % 128 values go lane by lane
+ROWS_X = 16  # rows of x served by each panel of W before the next panel (acc: 16 x 4 x 16 floats = 4 KB)
+BLOCK_N = 32  # rows of W per parallel task
+PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone
+MAX_INVARIANT_ROWS = 64  # above this many rows (the prefill) the numba table hands matmul to BLAS
+_FMA = {"contract"}  # fuse a += x * w into one FMA; no reassociation, so the order of every sum is the source's
+
+
+# 1. matmul ------------------------------------------------------------------------------------------------
+
+def matmul_numpy(x, W):  # [M, K], [N, K] -> [M, N]
+    """x @ W.T: W is stored as the checkpoint stores it, one output feature per row."""
+    return x @ W.T  # [M, N]
+
+
+@njit(inline="always", fastmath=_FMA)
+def _panel_4x2(acc, p, m, x0, x1, w0, w1, w2, w3):  # panel p of x{0,1} [K] . w{0..3} [K] -> acc[m:m+2, 4, LANES]
+    for l in range(LANES):  # vectorized: 16 lanes = 2 AVX2 registers
+        a0 = acc[m, 0, l]; b0 = acc[m, 1, l]; c0 = acc[m, 2, l]; d0 = acc[m, 3, l]
+        a1 = acc[m + 1, 0, l]; b1 = acc[m + 1, 1, l]; c1 = acc[m + 1, 2, l]; d1 = acc[m + 1, 3, l]
+        for j in range(CHUNKS):
+            k = p * PANEL + j * LANES + l  # lane l takes k = l, l + 16, l + 32, ... in increasing order
+            a0 += x0[k] * w0[k]; b0 += x0[k] * w1[k]; c0 += x0[k] * w2[k]; d0 += x0[k] * w3[k]
+            a1 += x1[k] * w0[k]; b1 += x1[k] * w1[k]; c1 += x1[k] * w2[k]; d1 += x1[k] * w3[k]
+        acc[m, 0, l] = a0; acc[m, 1, l] = b0; acc[m, 2, l] = c0; acc[m, 3, l] = d0
+        acc[m + 1, 0, l] = a1; acc[m + 1, 1, l] = b1; acc[m + 1, 2, l] = c1; acc[m + 1, 3, l] = d1
+
+
+@njit(inline="always", fastmath=_FMA)
+def _panel_4x1(acc, p, m, x0, w0, w1, w2, w3):  # panel p of x0 [K] . w{0..3} [K] -> acc[m, 4, LANES]
+    for l in range(LANES):
+        a0 = acc[m, 0, l]; b0 = acc[m, 1, l]; c0 = acc[m, 2, l]; d0 = acc[m, 3, l]
+        for j in range(CHUNKS):
+            k = p * PANEL + j * LANES + l
+            a0 += x0[k] * w0[k]; b0 += x0[k] * w1[k]; c0 += x0[k] * w2[k]; d0 += x0[k] * w3[k]
+        acc[m, 0, l] = a0; acc[m, 1, l] = b0; acc[m, 2, l] = c0; acc[m, 3, l] = d0
+
+
+@njit(inline="always", fastmath=_FMA)
+def _lanes_1x1(lanes, x0, w0):  # x0 [K], w0 [K] -> lanes[LANES] += lane sums
+    for p in range(x0.shape[0] // PANEL):
+        for l in range(LANES):
+            a = lanes[l]
+            for j in range(CHUNKS):
+                k = p * PANEL + j * LANES + l
+                a += x0[k] * w0[k]
+            lanes[l] = a
+
+
+@njit(inline="always", fastmath=_FMA)
+def _finish(lanes, x0, w0):  # lanes [LANES], x0 [K], w0 [K] -> x0 . w0 (float32)
+    """Add the last K % 128 terms (term k goes to lane k % 16, as in the panels), then add the 16 lanes as
+    a fixed tree: lane l + 8 onto lane l, then l + 4, l + 2, l + 1."""
+    K = x0.shape[0]
+    for k in range(K - K % PANEL, K):
+        lanes[k % LANES] += x0[k] * w0[k]
+    a = lanes
+    c0 = (a[0] + a[8]) + (a[4] + a[12])
+    c1 = (a[1] + a[9]) + (a[5] + a[13])
+    c2 = (a[2] + a[10]) + (a[6] + a[14])
+    c3 = (a[3] + a[11]) + (a[7] + a[15])
+    return (c0 + c2) + (c1 + c3)
+
+
+@njit(inline="always", fastmath=_FMA)
+def _dot(a, b):  # [K], [K] -> float32: the lane-ordered dot product every kernel here uses
+    lanes = np.zeros(LANES, np.float32)
+    _lanes_1x1(lanes, a, b)
+    return _finish(lanes, a, b)
+
+
+@njit(fastmath=_FMA, cache=True)
+def _matmul_rows(x, W, out):  # x [M, K] @ W [N, K].T -> out [M, N], on one thread
+    """Four rows of W at a time, streamed panel by panel: each panel (4 x 512 bytes) serves up to 16 rows of x,
+    two at a time, while it is in cache, so the memory reads of the next panel start while this one computes.
+    Leftover rows (M odd, N % 4) take smaller tiles that do the same arithmetic per element: the tile shape
+    decides the speed, never the result."""
+    M, K = x.shape
+    N = W.shape[0]
+    acc = np.empty((min(M, ROWS_X), 4, LANES), np.float32)  # lane sums: up to 16 rows of x x 4 rows of W
+    n = 0
+    while n + 4 <= N:
+        w0 = W[n]; w1 = W[n + 1]; w2 = W[n + 2]; w3 = W[n + 3]
+        for m0 in range(0, M, ROWS_X):
+            xb = x[m0:m0 + ROWS_X]  # [mb, K]  (a view: its rows are indexed from 0, which LLVM sees as >= 0)
+            mb = xb.shape[0]
+            acc[:] = 0
+            for p in range(K // PANEL):  # rows of x in pairs
+                i = 0
+                while i + 2 <= mb:
+                    _panel_4x2(acc, p, i, xb[i], xb[i + 1], w0, w1, w2, w3)
+                    i += 2
+            if mb % 2:  # the last row when mb is odd (M = 1: decoding)
+                for p in range(K // PANEL):
+                    _panel_4x1(acc, p, mb - 1, xb[mb - 1], w0, w1, w2, w3)
+            for i in range(mb):
+                for r in range(4):
+                    out[m0 + i, n + r] = _finish(acc[i, r], xb[i], W[n + r])
+        n += 4
+    for n in range(n, N):
+        for m in range(M):
+            out[m, n] = _dot(x[m], W[n])
+
+
+@njit(parallel=True, fastmath=_FMA, cache=True)
+def _matmul_parallel(x, W):  # x [M, K] @ W [N, K].T -> [M, N]
+    M = x.shape[0]
+    N = W.shape[0]
+    out = np.empty((M, N), np.float32)
+    for b in prange((N + BLOCK_N - 1) // BLOCK_N):  # threads split the rows of W: each row is read once
+        n0 = b * BLOCK_N
+        n1 = min(N, n0 + BLOCK_N)
+        _matmul_rows(x, W[n0:n1], out[:, n0:n1])
+    return out
+
+
+def matmul_numba(x, W):  # [M, K], [N, K] -> [M, N]
+    """x @ W.T, batch-invariant: row m of the result is bitwise the same whatever the other rows of x.
+
+    Small weights run on the calling thread: waking the other threads costs more than it saves (and, on a
+    busy machine, milliseconds). Both paths do the same arithmetic per element, so the result is identical."""
+    x = _f32(x, "x", 2)
+    W = _f32(W, "W", 2, copy_ok=False)
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"matmul: x is {x.shape} but W is {W.shape}; need x [M, K] and W [N, K]")
+    if x.shape[0] * W.size < PARALLEL_MIN_WORK:
+        out = np.empty((x.shape[0], W.shape[0]), np.float32)
+        _matmul_rows(x, W, out)
+        return out
+    return _matmul_parallel(x, W)
+
+
+def _f32(a, name, ndim, copy_ok=True):
+    """The kernels take float32, C-contiguous arrays: say so rather than convert a wrong dtype silently."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+        raise TypeError(f"{name}: expected a float32 array, got {getattr(a, 'dtype', type(a).__name__)}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        if not copy_ok:
+            raise ValueError(f"{name}: expected a C-contiguous array (copying it on every call would be slow)")
+        a = np.ascontiguousarray(a)
+    return a
+
+
+# 2. attention ---------------------------------------------------------------------------------------------
+
+def attention_numpy(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
+    """Grouped-query attention of M new queries (positions start .. start+M-1) over the cache.
+
+    Query head h reads kv head h // (Hq // Hkv). The query at position p sees keys at positions lo .. p, where
+    lo = max(0, p - window + 1) (window counts the current position; window = 0 means no window)."""
+    M, Hq, D = q.shape
+    T = start + M  # valid cache rows; rows past T are never read
+    group = Hq // k_cache.shape[1]
+    k = np.repeat(k_cache[:T], group, axis=1)  # [T, Hq, D]  each kv head serves `group` query heads
+    v = np.repeat(v_cache[:T], group, axis=1)  # [T, Hq, D]
+    scores = np.einsum("mhd,thd->hmt", q, k) * np.float32(scale)  # [Hq, M, T]
+    pos_q = np.arange(start, T)[:, None]  # [M, 1]
+    pos_k = np.arange(T)[None, :]  # [1, T]
+    visible = pos_k <= pos_q  # [M, T]  causal
+    if window > 0:
+        visible &= pos_k > pos_q - window  # [M, T]  sliding window
+    scores = np.where(visible, scores, -np.inf)  # [Hq, M, T]
+    p = np.exp(scores - scores.max(axis=-1, keepdims=True))  # [Hq, M, T]
+    p /= p.sum(axis=-1, keepdims=True)  # [Hq, M, T]  softmax over the visible keys
+    return np.einsum("hmt,thd->mhd", p, v).astype(np.float32)  # [M, Hq, D]
+
+
+@njit(fastmath=_FMA, cache=True)
+def _attend(q, k_cache, v_cache, start, window, scale, m, h, o):  # one query row m, head h -> o [D]
+    group = q.shape[1] // k_cache.shape[1]
+    g = h // group  # kv head
+    pos = start + m
+    lo = max(0, pos - window + 1) if window > 0 else 0
+    n = pos + 1 - lo  # visible keys: positions lo .. pos
+    qh = q[m, h]  # [D]
+    # 1. scores s[t] = (q . k[lo + t]) * scale, four keys at a time, each one lane-ordered dot product
+    s = np.empty(n, np.float32)  # [n]
+    acc = np.empty((1, 4, LANES), np.float32)
+    t = 0
+    while n - t >= 4:
+        k0 = k_cache[lo + t, g]; k1 = k_cache[lo + t + 1, g]; k2 = k_cache[lo + t + 2, g]; k3 = k_cache[lo + t + 3, g]
+        acc[:] = 0
+        for p in range(qh.shape[0] // PANEL):
+            _panel_4x1(acc, p, 0, qh, k0, k1, k2, k3)
+        for r in range(4):
+            s[t + r] = _finish(acc[0, r], qh, k_cache[lo + t + r, g]) * scale
+        t += 4
+    while t < n:
+        s[t] = _dot(qh, k_cache[lo + t, g]) * scale
+        t += 1
+    # 2. softmax numerators exp(s - max) and their sum, in increasing position
+    mx = s[0]
+    for t in range(1, n):
+        mx = max(mx, s[t])
+    z = np.float32(0)
+    for t in range(n):
+        s[t] = np.exp(s[t] - mx)
+        z += s[t]
+    # 3. weighted sum of the values in increasing position (vectorized over D), divided by the sum
+    o[:] = 0
+    for t in range(n):
+        pt = s[t]
+        vt = v_cache[lo + t, g]  # [D]
+        for d in range(o.shape[0]):
+            o[d] += pt * vt[d]
+    for d in range(o.shape[0]):
+        o[d] /= z
+
+
+@njit(parallel=True, fastmath=_FMA, cache=True)
+def _attention_parallel(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
+    M, Hq, D = q.shape
+    out = np.empty((M, Hq, D), np.float32)
+    for i in prange(M * Hq):  # one (query row, head) per task: its result depends on nothing else
+        _attend(q, k_cache, v_cache, start, window, scale, i // Hq, i % Hq, out[i // Hq, i % Hq])
+    return out
+
+
+@njit(fastmath=_FMA, cache=True)
+def _attention_serial(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
+    M, Hq, D = q.shape
+    out = np.empty((M, Hq, D), np.float32)
+    for i in range(M * Hq):
+        _attend(q, k_cache, v_cache, start, window, scale, i // Hq, i % Hq, out[i // Hq, i % Hq])
+    return out
+
+
+def attention_numba(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
+    """Same as attention_numpy, batch-invariant per query row, reading cache rows 0 .. start+M-1 only."""
+    q = _f32(q, "q", 3)
+    k_cache = _f32(k_cache, "k_cache", 3, copy_ok=False)
+    v_cache = _f32(v_cache, "v_cache", 3, copy_ok=False)
+    M, Hq, D = q.shape
+    T_cap, Hkv, Dk = k_cache.shape
+    if v_cache.shape != k_cache.shape or Dk != D or Hq % Hkv:
+        raise ValueError(f"attention: q {q.shape}, k_cache {k_cache.shape}, v_cache {v_cache.shape}: need "
+                         "q [M, Hq, D] and caches [T_cap, Hkv, D] with Hq a multiple of Hkv")
+    if start < 0 or window < 0 or start + M > T_cap:
+        raise ValueError(f"attention: positions {start} .. {start + M - 1} with window {window} do not fit a "
+                         f"cache of {T_cap} rows")
+    visible = min(start + M, window) if window > 0 else start + M
+    kernel = _attention_serial if 2 * M * Hq * visible * D < PARALLEL_MIN_WORK else _attention_parallel
+    return kernel(q, k_cache, v_cache, int(start), int(window), np.float32(scale))
+
+
+# 3. RMSNorm -----------------------------------------------------------------------------------------------
+
+def rms_norm_numpy(x, scale, eps):  # [R, D], [D] -> [R, D]
+    """x / sqrt(mean(x^2) + eps) * scale, row by row (scale is the full multiplier: Gemma's 1 + w)."""
+    return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * scale).astype(np.float32)
+
+
+@njit(fastmath=_FMA, cache=True)
+def _rms_norm_numba(x, scale, eps):  # [R, D], [D] -> [R, D]
+    """One thread: even the prefill's 1500 x 640 values take about a millisecond, less than waking threads."""
+    R, D = x.shape
+    out = np.empty((R, D), np.float32)
+    for r in range(R):
+        xr = x[r]  # [D]
+        mean_sq = _dot(xr, xr) / D  # the sum of squares is the lane-ordered float32 sum; the mean is float64
+        inv = np.float32(1.0 / np.sqrt(mean_sq + eps))  # rounded to float32 once
+        for d in range(D):
+            out[r, d] = xr[d] * inv * scale[d]
+    return out
+
+
+def rms_norm_numba(x, scale, eps):  # [R, D], [D] -> [R, D]
+    """Same as rms_norm_numpy, each row computed alone."""
+    x = _f32(x, "x", 2)
+    scale = _f32(scale, "scale", 1)
+    if scale.shape[0] != x.shape[1]:
+        raise ValueError(f"rms_norm: x is {x.shape} but scale is {scale.shape}")
+    return _rms_norm_numba(x, scale, float(eps))
+
+
+# 4. The backend table -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ops:
+    matmul: Callable  # (x [M, K], W [N, K]) -> x @ W.T [M, N]
+    attention: Callable  # (q [M, Hq, D], k_cache, v_cache [T_cap, Hkv, D], start, window, scale) -> [M, Hq, D]
+    rms_norm: Callable  # (x [R, D], scale [D], eps) -> [R, D]
+
+
+def matmul_decode_or_prefill(x, W):  # [M, K], [N, K] -> [M, N]
+    """The numba table's matmul: the batch-invariant kernel for M <= 64 rows (decoding, verification);
+    BLAS above (the prefill, which vanilla and speculative runs share, so it needs no invariance)."""
+    if x.shape[0] > MAX_INVARIANT_ROWS:
+        return matmul_numpy(x, W)
+    return matmul_numba(x, W)
+
+
+BACKENDS = {
+    "numpy": Ops(matmul=matmul_numpy, attention=attention_numpy, rms_norm=rms_norm_numpy),
+    "numba": Ops(matmul=matmul_decode_or_prefill, attention=attention_numba, rms_norm=rms_norm_numba),
+}
+
+
+def get_ops(name: str) -> Ops:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[name]
+
+
+def warmup() -> float:
+    """Compile (first run on this machine) or load from the cache (later runs) every Numba kernel; seconds."""
+    t0 = time.perf_counter()
+    x = np.ones((3, 200), np.float32)
+    matmul_numba(x, np.ones((9, 200), np.float32))
+    matmul_numba(np.ones((2, 640), np.float32), np.ones((1024, 640), np.float32))  # the parallel path
+    cache = np.ones((5, 1, 8), np.float32)
+    attention_numba(np.ones((2, 2, 8), np.float32), cache, cache, 3, 2, 0.5)
+    cache = np.ones((600, 1, 256), np.float32)
+    attention_numba(np.ones((2, 4, 256), np.float32), cache, cache, 500, 0, 0.5)  # the parallel path
+    rms_norm_numba(x, np.ones(200, np.float32), 1e-6)
+    return time.perf_counter() - t0
