@@ -381,3 +381,19 @@ def test_trace_records_each_step():
         assert len(s.uniforms) == min(s.accepted + 1, len(s.drafted))
         assert s.final_kind == ("bonus" if s.accepted == len(s.drafted) else "correction")
         assert all(0 <= p <= 1 and 0 < q <= 1 for p, q in zip(s.p_draft, s.q_draft))
+
+
+def test_adaptive_k_follows_the_cost_model():
+    from tinyspec.speculative import AdaptiveK
+
+    policy = AdaptiveK(k_max=8, draft_cost=0.0, verify_slope=0.05)
+    for _ in range(20):  # every draft accepted: a -> 1, draft the most
+        policy.update(drafted=4, accepted=4)
+    assert policy.alpha > 0.9 and policy.next_k() == 8
+    for _ in range(20):  # every first draft rejected: a -> 0, drafting does not pay ...
+        policy.update(drafted=1, accepted=0)
+    ks = [policy.next_k() for _ in range(16)]
+    assert ks.count(0) == 14 and ks.count(1) == 2  # ... except a probe every 8th step
+    # break-even by the formula: draft one token iff a > c + s (1 + a vs 1 + c + s)
+    assert AdaptiveK(successes=0.3, trials=1.0, draft_cost=0.2, verify_slope=0.05).next_k() >= 1
+    assert AdaptiveK(successes=0.2, trials=1.0, draft_cost=0.2, verify_slope=0.05, probe_every=99).next_k() == 0

@@ -138,6 +138,52 @@ def verify(logits, drafted, q_rows, params: SamplingParams, verifier: str, rng, 
     return n, bonus, "bonus", p_draft, q_draft, uniforms
 
 
+# --- adaptive k: the cost model decides how many tokens to draft --------------------------------------------
+
+@dataclass
+class AdaptiveK:
+    """Choose k each step to maximise expected tokens per unit of time, from the cost model
+
+        tokens per step = (1 - a^(k+1)) / (1 - a)       cost per step = 1 + k (c + s)
+
+    in units of one single-token target forward: a = per-token acceptance rate (estimated as the run goes,
+    so k grows after accepted drafts and shrinks after rejections), c = the drafter's cost per draft token,
+    s = the extra cost of verifying one more token in the same forward. k = 0 (no draft) wins when drafting
+    does not pay (the break-even rule); every `probe_every` such steps one token is drafted anyway, so the
+    estimate can recover when the text turns predictable again."""
+    k_max: int = 8
+    draft_cost: float = 0.0  # c
+    verify_slope: float = 0.05  # s
+    successes: float = 1.0  # decayed counts of accepted / tried drafts: a = successes / trials (prior 0.5)
+    trials: float = 2.0
+    decay: float = 0.8
+    probe_every: int = 8
+    skipped: int = 0
+
+    @property
+    def alpha(self) -> float:
+        return self.successes / self.trials
+
+    def expected_tokens(self, k: int) -> float:
+        a = min(self.alpha, 1 - 1e-9)
+        return (1 - a ** (k + 1)) / (1 - a)
+
+    def next_k(self) -> int:
+        gain = [self.expected_tokens(k) / (1 + k * (self.draft_cost + self.verify_slope)) for k in range(self.k_max + 1)]
+        k = int(np.argmax(gain))
+        if k == 0:
+            self.skipped += 1
+            if self.skipped % self.probe_every == 0:
+                return 1
+        return k
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted:
+            tried = accepted + (1 if accepted < drafted else 0)  # drafts checked: the accepted and the rejected one
+            self.successes = self.decay * self.successes + accepted
+            self.trials = self.decay * self.trials + tried
+
+
 # --- the loop -----------------------------------------------------------------------------------------------
 
 def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
@@ -153,9 +199,12 @@ def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
 
 def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: int = 32,
                          params: SamplingParams = SamplingParams(), verifier: str = "greedy", k: int = 4,
-                         adaptive: bool = False, k_max: int = 16, stop_at_eos: bool = True,
+                         adaptive: bool = False, verify_slope: float = 0.05, stop_at_eos: bool = True,
                          stats: SpecStats | None = None, trace: list | None = None) -> Iterator[int]:
-    """Yield new tokens as they are accepted. Fills `stats` (SpecStats) and appends StepTraces to `trace`."""
+    """Yield new tokens as they are accepted. Fills `stats` (SpecStats) and appends StepTraces to `trace`.
+
+    With adaptive, k is the most drafts per step and AdaptiveK picks 0..k each step, using the drafter's
+    cost (its `cost` attribute) and `verify_slope`, the measured extra cost of one more verified token."""
     check_settings(verifier, params, k)
     prompt = check_prompt(model, prompt_ids, max_new_tokens)
     if drafter.vocab_size is not None and drafter.vocab_size != model.cfg.vocab_size:
@@ -167,7 +216,8 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         return
     t0 = time.perf_counter()
     rng = np.random.default_rng(params.seed)  # the verifier's draws; the drafter keeps its own generator
-    cache = model.new_cache(capacity=len(prompt) + max_new_tokens + k_max + 1)
+    cache = model.new_cache(capacity=len(prompt) + max_new_tokens + k + 1)
+    policy = AdaptiveK(k_max=k, draft_cost=getattr(drafter, "cost", 0.0), verify_slope=verify_slope)
     logits, hidden = prefill(model, prompt, cache)  # [V], [d]  vanilla's prefill ...
     stats.target_forwards += 1
     stats.prefill_seconds = time.perf_counter() - t0
@@ -184,8 +234,9 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         remaining = max_new_tokens - stats.new_tokens
         position = len(context)  # absolute position of d1; the cache holds len(context) - 1 positions
         # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens)
-        proposal = drafter.propose(context, min(k, remaining - 1)) if remaining > 1 else None
-        drafted = list(proposal.tokens[: min(k, remaining - 1)]) if proposal else []
+        k_now = min(policy.next_k() if adaptive else k, remaining - 1)
+        proposal = drafter.propose(context, k_now) if k_now > 0 else None
+        drafted = list(proposal.tokens[:k_now]) if proposal else []
         q_rows = proposal.q[: len(drafted)] if proposal is not None and proposal.q is not None else None
         # Step 2: one target forward over [last, d1..dn]
         h = model.hidden([context[-1]] + drafted, cache)  # [n+1, d]
@@ -202,8 +253,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         drafter.rollback(len(context) - 1)
         stats.drafted += len(drafted)
         stats.accepted += n_ok
-        if adaptive and drafted:  # grow k after a fully accepted step, shrink it after a rejection
-            k = min(k + 1, k_max) if n_ok == len(drafted) else max(1, k - 1)
+        policy.update(len(drafted), n_ok)
         # Step 5: emit, stopping exactly at EOS / max_new_tokens
         emitted, done = [], False
         for token in new:

@@ -40,6 +40,7 @@ class Proposal:
 class Drafter:
     name = "drafter"
     vocab_size: int | None = None  # None: works with any vocabulary (e.g. prompt lookup)
+    cost: float = 0.0  # c: the cost of drafting one token relative to one target forward (adaptive k uses it)
 
     def begin(self, target, prompt, params) -> None:
         """Start a new generation. `target` is a TargetView, `prompt` the input ids, `params` SamplingParams."""

@@ -23,6 +23,8 @@ class DraftModelDrafter(Drafter):
         self.vocab_size = model.cfg.vocab_size
 
     def begin(self, target, prompt, params):
+        nbytes = lambda m: sum(a.nbytes for l in m.weights.layers for a in vars(l).values()) + m.weights.embed_tokens.nbytes
+        self.cost = nbytes(self.model) / nbytes(target.model)  # c by bytes read (decoding is memory-bound)
         self.params = params
         self.rng = np.random.default_rng([params.seed, 1])  # its own stream: never shared with the verifier
         self.cache = self.model.new_cache(capacity=len(prompt) + 64)

@@ -29,6 +29,11 @@ class EarlyExitDrafter(Drafter):
         self.target, self.params = target, params
         self.vocab_size = target.model.cfg.vocab_size
         self.rng = np.random.default_rng([params.seed, 2])
+        # c by bytes read (decoding is memory-bound): L of the blocks plus the whole tied head
+        w = target.model.weights
+        block = sum(a.nbytes for a in vars(w.layers[0]).values())
+        total = block * len(w.layers) + w.embed_tokens.nbytes
+        self.cost = (block * self.layers + w.embed_tokens.nbytes) / total
 
     def propose(self, context, k):
         model, cache, p = self.target.model, self.target.cache, self.params
