@@ -88,6 +88,8 @@ def test_matmul_matches_float64(seed, M, N, K):
         out = f(x, W)
         assert out.shape == (M, N) and out.dtype == np.float32
         assert matmul_error(out, x, W).max() < TOL, f.__name__
+    size = np.abs(x.astype(np.float64)) @ np.abs(W.astype(np.float64)).T  # the twins agree with each other too
+    assert (np.abs(matmul_numba(x, W) - matmul_numpy(x, W)).max(axis=1) / size.max(axis=1)).max() < 2 * TOL
 
 
 @FAST
@@ -169,6 +171,8 @@ def test_attention_matches_float64(case):
         out = f(q, k_cache, v_cache, start, window, scale)
         assert out.shape == q.shape and out.dtype == np.float32
         assert attention_error(out, q, k_cache, v_cache, start, window, scale).max() < TOL, f.__name__
+    twins = [f(q, k_cache, v_cache, start, window, scale) for f in (attention_numba, attention_numpy)]
+    assert np.abs(twins[0] - twins[1]).max() <= 2 * TOL * np.abs(v_cache[:start + len(q)]).max()
 
 
 @FAST
@@ -239,6 +243,7 @@ def test_rms_norm_matches_float64_and_is_batch_invariant(seed, R, D, eps):
     assert out.shape == (R, D) and out.dtype == np.float32
     assert rms_norm_error(out, x, scale, eps).max() < TOL
     assert rms_norm_error(rms_norm_numpy(x, scale, eps), x, scale, eps).max() < TOL
+    np.testing.assert_allclose(out, rms_norm_numpy(x, scale, eps), rtol=2 * TOL, atol=2 * TOL * np.abs(out).max())
     for r in range(R):
         other = randn(rng, R, D, scale=magnitude(rng))
         other[r] = x[r]

@@ -25,7 +25,13 @@ a 1-row remainder path: the value of every element is fixed by the source, and t
 Decoding is memory-bound: the LM head alone is 262144 x 640 float32 = 671 MB per forward. `matmul_numba`
 streams each weight row once and uses it for every row of x: the inner tile multiplies 4 rows of W by 2 rows
 of x (8 dot products sharing every load), vectorized over the 16 lanes, threads splitting the rows of W. So
-verifying 8 tokens costs little more than decoding 1; BLAS gemm, by contrast, costs ~3x gemv here.
+verifying 8 tokens costs little more than decoding 1; BLAS gemm, by contrast, costs 2-3x gemv here
+(bench/kernels.py measures both).
+
+Small problems run on the calling thread alone (below PARALLEL_MIN_WORK multiply-adds): waking a second
+thread costs microseconds on an idle machine, and milliseconds on an oversubscribed one, where every parallel
+call waits for the OS to schedule its other thread (measured here at load 10: ~16 ms per call).
+NUMBA_NUM_THREADS=1 makes every kernel single-threaded, with bitwise the same results.
 
 # 3. The backend table
 
@@ -172,8 +178,7 @@ def _matmul_parallel(x, W):  # x [M, K] @ W [N, K].T -> [M, N]
 def matmul_numba(x, W):  # [M, K], [N, K] -> [M, N]
     """x @ W.T, batch-invariant: row m of the result is bitwise the same whatever the other rows of x.
 
-    Small weights run on the calling thread: waking the other threads costs more than it saves (and, on a
-    busy machine, milliseconds). Both paths do the same arithmetic per element, so the result is identical."""
+    Small problems run on the calling thread, large ones on all threads: the same arithmetic per element."""
     x = _f32(x, "x", 2)
     W = _f32(W, "W", 2, copy_ok=False)
     if x.shape[1] != W.shape[1]:
@@ -253,13 +258,27 @@ def _attend(q, k_cache, v_cache, start, window, scale, m, h, o):  # one query ro
     for t in range(n):
         s[t] = np.exp(s[t] - mx)
         z += s[t]
-    # 3. weighted sum of the values in increasing position (vectorized over D), divided by the sum
+    # 3. weighted sum of the values in increasing position (vectorized over D), divided by the sum;
+    #    four values per sweep over o, which adds them in the same order as one at a time would
     o[:] = 0
-    for t in range(n):
+    t = 0
+    while n - t >= 4:
+        p0 = s[t]; p1 = s[t + 1]; p2 = s[t + 2]; p3 = s[t + 3]
+        v0 = v_cache[lo + t, g]; v1 = v_cache[lo + t + 1, g]; v2 = v_cache[lo + t + 2, g]; v3 = v_cache[lo + t + 3, g]
+        for d in range(o.shape[0]):
+            a = o[d]
+            a += p0 * v0[d]
+            a += p1 * v1[d]
+            a += p2 * v2[d]
+            a += p3 * v3[d]
+            o[d] = a
+        t += 4
+    while t < n:
         pt = s[t]
         vt = v_cache[lo + t, g]  # [D]
         for d in range(o.shape[0]):
             o[d] += pt * vt[d]
+        t += 1
     for d in range(o.shape[0]):
         o[d] /= z
 

@@ -1,0 +1,182 @@
+"""The peers: other engines on the same machine, the same GGUF and the same token ids (optional extras).
+
+    python bench/peers.py IN.json OUT.json      # run by bench/run.py in the Python given by --peer-python
+
+IN.json: {"gguf": path, "engines": [...], "k": 4, "repeats": 2, "threads": 2,
+          "prompts": [{"id", "category", "ids", "max_new_tokens", "tinyspec_ids"}]}
+
+Engines (each skipped with a note when its package is not importable):
+    hf          Hugging Face transformers, CPU torch, float32 (the GGUF dequantized, as tinyspec does),
+                greedy `generate`
+    hf-lookup   the same model, greedy, with its prompt-lookup decoding (`prompt_lookup_num_tokens=k`);
+                reported beside `hf`: its tokens/s and whether its output equals hf's own greedy output
+    llama.cpp   llama-cpp-python on the quantized GGUF itself (Q4_K/Q5_0/Q6_K/Q8_0 kernels), greedy;
+                with its LlamaPromptLookupDecoding as the speculative run when that imports
+
+Timing matches tinyspec's: decode tokens (after the first) over decode time (after the first token appears).
+The median of `repeats` runs per prompt. Needs none of tinyspec: only the engines and numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def log(msg):
+    print(f"  peers: {msg}", file=sys.stderr, flush=True)
+
+
+def timed(fn, repeats):
+    """fn() -> (ids, t_start, t_first, t_end); the median-decode-time run as a dict."""
+    runs = []
+    for _ in range(repeats):
+        ids, t0, t_first, t_end = fn()
+        runs.append({"ids": ids, "seconds": t_end - t0, "prefill_seconds": t_first - t0,
+                     "decode_tokens": max(len(ids) - 1, 0), "decode_seconds": t_end - t_first})
+    runs.sort(key=lambda r: r["decode_seconds"])
+    best = runs[(len(runs) - 1) // 2]
+    best["repeatable"] = all(r["ids"] == runs[0]["ids"] for r in runs)
+    return best
+
+
+# --- Hugging Face transformers ---------------------------------------------------------------------------
+
+class FirstTokenClock:
+    """A generate() streamer that notes when the first new token arrives (the first put() is the prompt)."""
+
+    def __init__(self):
+        self.puts, self.first = 0, None
+
+    def put(self, value):
+        self.puts += 1
+        if self.puts == 2 and self.first is None:
+            self.first = time.perf_counter()
+
+    def end(self):
+        pass
+
+
+def hf_engine(cfg, want_lookup):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(cfg["threads"])
+    gguf = Path(cfg["gguf"]).resolve()
+    link_dir = tempfile.TemporaryDirectory()  # from_pretrained wants (directory, file name)
+    (Path(link_dir.name) / gguf.name).symlink_to(gguf)
+    model = AutoModelForCausalLM.from_pretrained(link_dir.name, gguf_file=gguf.name, dtype=torch.float32).eval()
+    eos = model.config.eos_token_id
+
+    def generate(ids, max_new, lookup):
+        x = torch.tensor([ids])
+        clock = FirstTokenClock()
+        extra = {"prompt_lookup_num_tokens": cfg["k"]} if lookup else {}
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=max_new,
+                                 min_new_tokens=0, eos_token_id=eos, pad_token_id=eos, streamer=clock, **extra)
+        t_end = time.perf_counter()
+        return [int(t) for t in out[0, len(ids):]], t0, clock.first or t_end, t_end
+
+    generate(cfg["prompts"][0]["ids"][:16], 4, False)  # warm-up
+    if want_lookup:
+        generate(cfg["prompts"][0]["ids"][:16], 4, True)
+    return generate, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+# --- llama.cpp -------------------------------------------------------------------------------------------
+
+def llama_engine(cfg):
+    from llama_cpp import Llama
+
+    n_ctx = max(len(p["ids"]) + p["max_new_tokens"] for p in cfg["prompts"]) + 64
+    kw = dict(model_path=cfg["gguf"], n_ctx=n_ctx, n_threads=cfg["threads"], n_threads_batch=cfg["threads"],
+              n_batch=512, verbose=False)
+    plain = Llama(**kw)
+    lookup, note = None, None
+    try:
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        lookup = Llama(**kw, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=cfg["k"]))
+    except Exception as e:  # an old or odd build: vanilla only
+        note = f"llama.cpp prompt lookup unavailable ({type(e).__name__}: {e})"
+    eos = plain.token_eos()
+
+    def generate(ids, max_new, speculative):
+        llm = lookup if speculative else plain
+        llm.reset()  # no reuse of the previous prompt's cache
+        out, t_first = [], None
+        t0 = time.perf_counter()
+        for token in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+            if t_first is None:
+                t_first = time.perf_counter()
+            out.append(int(token))
+            if token == eos or len(out) == max_new:
+                break
+        return out, t0, t_first or time.perf_counter(), time.perf_counter()
+
+    import llama_cpp
+
+    generate(cfg["prompts"][0]["ids"][:16], 4, False)  # warm-up
+    return generate, lookup is not None, note, f"llama-cpp-python {llama_cpp.__version__}, {cfg['threads']} threads"
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+def main(argv):
+    cfg = json.loads(Path(argv[1]).read_text())
+    out_path = Path(argv[2])
+    result = {"notes": [], "engines": {}}
+    engines = cfg["engines"]
+
+    def record(engine, spec_name, generate, speculative):
+        rows = []
+        for p in cfg["prompts"]:
+            v = timed(lambda: generate(p["ids"], p["max_new_tokens"], False), cfg["repeats"])
+            row = {"id": p["id"], "category": p["category"], "vanilla": v,
+                   "matches_tinyspec": v["ids"] == p.get("tinyspec_ids")}
+            if speculative:
+                s = timed(lambda: generate(p["ids"], p["max_new_tokens"], True), cfg["repeats"])
+                row.update(speculative=s, identical=s["ids"] == v["ids"])
+            rows.append(row)
+            log(f"{engine} {p['id']}: {v['decode_tokens'] / max(v['decode_seconds'], 1e-9):.1f} tok/s"
+                + (f", {spec_name} {s['decode_tokens'] / max(s['decode_seconds'], 1e-9):.1f} tok/s, "
+                   f"{'identical' if row['identical'] else 'DIFFERENT'}" if speculative else ""))
+        return rows
+
+    if "hf" in engines or "hf-lookup" in engines:
+        try:
+            generate, version = hf_engine(cfg, "hf-lookup" in engines)
+        except ImportError as e:
+            result["notes"].append(f"transformers peer skipped: {e.name or e} is not importable in {sys.executable}")
+        else:
+            lookup = "hf-lookup" in engines
+            result["engines"]["transformers (float32)"] = {
+                "version": version, "speculative": f"prompt lookup k={cfg['k']}" if lookup else None,
+                "prompts": record("hf", "prompt lookup", generate, lookup)}
+    if "llama.cpp" in engines:
+        try:
+            generate, has_lookup, note, version = llama_engine(cfg)
+        except ImportError as e:
+            result["notes"].append(f"llama.cpp peer skipped: {e.name or e} is not importable in {sys.executable}")
+        else:
+            if note:
+                result["notes"].append(note)
+            result["engines"]["llama.cpp (Q4_K_M GGUF)"] = {
+                "version": version, "speculative": f"prompt lookup k={cfg['k']}" if has_lookup else None,
+                "prompts": record("llama.cpp", "prompt lookup", generate, has_lookup)}
+    for name, e in result["engines"].items():
+        result["notes"].append(f"{name}: {e['version']}")
+    out_path.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,82 @@
+"""MTP (multi-token prediction), the Gemma 4 way: a small drafter that reads the target's own state.
+
+Gemma 4 ships an "assistant" drafter beside each model: it takes the embedding of the newest token with the
+target's last hidden state, and its attention reads the target's KV cache instead of keeping one of its own.
+tinyspec trains one for Gemma 3 270M from scratch in NumPy (`tinyspec train-mtp`, tinyspec/mtp/) and ships
+it in weights/mtp-gemma-3-270m.drafter.npz. The network is in tinyspec/mtp/net.py; this file drives it:
+
+    step 1   h = the target's hidden state that chose context[-1] (TargetView.hidden), x = context[-1]
+    step i   (h, x) -> the drafter's guess of the next hidden state h' and logits over its vocabulary subset;
+             choose d_i from them (argmax when greedy, else a draw from the warped q); then (h, x) = (h', d_i)
+
+Every query reads only what the target's cache holds (the context but its last token): positions
+0 .. L-1, within the sliding window for the sliding layer. The drafter allocates no cache and writes nothing
+into the target's, so `rollback` has nothing to undo.
+
+q is zero outside the subset (the drafter cannot propose those tokens), and is warped like the target's p:
+the same temperature, top-k and top-p, applied to the subset's logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..mtp import net
+from ..sampling import gumbel_token, sample, warp
+from .base import Drafter, Proposal
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "mtp-gemma-3-270m.drafter.npz"
+
+
+class MTPDrafter(Drafter):
+    name = "mtp"
+
+    def __init__(self, cfg: net.MTPConfig, params: dict, vocab, meta: dict | None = None):
+        self.cfg, self.params, self.meta = cfg, params, meta or {}
+        self.vocab = np.asarray(vocab, dtype=np.int64)  # [N] full-vocabulary id of each head row
+        self.vocab_size = cfg.vocab_size
+
+    @classmethod
+    def load(cls, path=None) -> "MTPDrafter":
+        """The shipped drafter (weights/mtp-gemma-3-270m.drafter.npz), or one trained with `tinyspec train-mtp`."""
+        return cls(*net.load(path or DEFAULT_WEIGHTS))
+
+    def begin(self, target, prompt, params):
+        tcfg, c = target.model.cfg, self.cfg
+        if tcfg.hidden_size != c.hidden_size or tcfg.vocab_size != c.vocab_size or \
+                max(c.source_layers) >= tcfg.num_layers or tcfg.head_dim != c.head_dim:
+            raise ValueError("this MTP drafter was trained for another target model (hidden size, vocabulary, "
+                             "head dim or layer count differ): train one with `tinyspec train-mtp`")
+        self.target, self.sampling = target, params
+        self.rng = np.random.default_rng([params.seed, 3])  # its own stream: never shared with the verifier
+        E = target.model.weights.embed_tokens  # [V, d]  the target's tied embedding
+        self.E_sub = np.ascontiguousarray(E[self.vocab])  # [N, d]  the head's rows
+        self.scale = np.float32(np.sqrt(tcfg.hidden_size))  # Gemma scales embeddings by sqrt(d)
+
+    def _choose(self, logits, position):  # [N] -> (token id, q [V] float64 or None)
+        s = self.sampling
+        if s.greedy:
+            return int(self.vocab[int(np.argmax(logits))]), None
+        q = np.zeros(self.cfg.vocab_size)  # [V]  zero mass outside the subset
+        q[self.vocab] = warp(logits, s.temperature, s.top_k, s.top_p)  # the target's warping, on the subset
+        if s.coupled:
+            return gumbel_token(q, s.seed, position), q  # the noise the target uses at this position
+        return sample(q, self.rng), q
+
+    def propose(self, context, k):
+        cache, c = self.target.cache, self.cfg
+        L = cache.length  # == len(context) - 1: the cache holds every context token but the last
+        kv = [(cache.k[layer][:L, 0], cache.v[layer][:L, 0]) for layer in c.source_layers]  # views, no copy
+        h = np.asarray(self.target.hidden, dtype=np.float32)[None, :]  # [1, d]
+        token = context[-1]
+        tokens, qs = [], []
+        for i in range(k):
+            e = self.target.model.weights.embed_tokens[[token]] * self.scale  # [1, d]
+            h, _ = net.step_forward(self.params, c, e, h, kv, positions=[L + i], lengths=[L])  # [1, d]
+            logits = net.head_forward(h, self.E_sub)[0]  # [N]
+            token, q = self._choose(logits, position=L + 1 + i)  # d_{i+1} sits at position L + 1 + i
+            tokens.append(token)
+            qs.append(q)
+        return Proposal(tokens=tokens, q=None if self.sampling.greedy else np.stack(qs))

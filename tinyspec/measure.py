@@ -1,0 +1,137 @@
+"""The stopwatch behind the cost model: bytes a forward reads, time per forward, this machine's roofline.
+
+Decoding one token runs every weight matrix once: for Gemma 3 270M that is about 1.07 GB of float32 read
+from memory to do about 0.54 GFLOP of arithmetic, 0.5 FLOP per byte. A CPU does far more arithmetic per
+byte it can read than that, so a one-token forward waits on memory, and M tokens in one forward cost little
+more than one until M reaches the machine's "ridge point" (peak FLOP/s over bandwidth): the roofline model
+(Williams, Waterman & Patterson, 2009),
+
+    time(M) >= max(bytes / bandwidth, flops(M) / peak_flops)
+
+Every number here is measured live (the best of a few repeats) on whatever machine runs it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .drafters.base import Drafter
+
+
+def best_seconds(fn, repeats: int = 3, warmup: int = 1) -> float:
+    """The shortest wall time of fn() over `repeats` calls, after `warmup` untimed calls.
+
+    The minimum, not the mean: other programs on the machine only ever add time, so the fastest repeat is
+    the best estimate of what the work itself costs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+# --- what one forward reads and computes -------------------------------------------------------------------------
+
+
+def weight_bytes(weights) -> dict:
+    """Bytes of the weights one decode forward reads: every block's matrices and norms, the final norm, and
+    the LM head (the tied embedding read in full; the embedding lookup itself reads only M rows)."""
+    blocks = sum(getattr(layer, f).nbytes for layer in weights.layers for f in layer.__dataclass_fields__)
+    head = weights.embed_tokens.nbytes
+    return {"blocks": blocks, "head": head, "norm": weights.norm.nbytes,
+            "total": blocks + head + weights.norm.nbytes}
+
+
+def forward_flops(cfg, M: int, context: int = 0) -> float:
+    """Multiply-adds x 2 of one forward over M new tokens after `context` cached ones: the matrices
+    (2 per weight per token) plus attention scores and values (2 x 2 x hd per head per attended position)."""
+    d, hd, f = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
+    per_block = d * (cfg.num_heads + 2 * cfg.num_kv_heads) * hd + cfg.num_heads * hd * d + 3 * d * f
+    matrices = 2.0 * M * (cfg.num_layers * per_block + cfg.vocab_size * d)
+    attended = sum(context + i + 1 for i in range(M))  # causal: token i sees context + i + 1 positions
+    attention = 2.0 * 2.0 * cfg.num_layers * cfg.num_heads * hd * attended
+    return matrices + attention
+
+
+def forward_seconds(model, M: int, context: int = 32, repeats: int = 3, seed: int = 0) -> float:
+    """Best time of one forward over M new tokens (logits for all M) after `context` cached tokens.
+
+    The cache is rolled back after each call, so every repeat does exactly the same work."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(4, model.cfg.vocab_size, size=context + M)  # [context + M]
+    cache = model.new_cache(capacity=context + M)
+    if context:
+        model.forward(tokens[:context], cache)
+
+    def one():
+        model.forward(tokens[context:], cache)
+        cache.truncate(context)
+    return best_seconds(one, repeats=repeats)
+
+
+# --- this machine ----------------------------------------------------------------------------------------------
+
+
+def memory_bandwidth(nbytes: int = 512 << 20, repeats: int = 3) -> float:
+    """Bytes per second this machine streams from memory into a reduction (one `np.sum` over nbytes)."""
+    a = np.ones(nbytes // 4, dtype=np.float32)  # [n]
+    return nbytes / best_seconds(lambda: float(a.sum()), repeats=repeats)
+
+
+def peak_flops(n: int = 1024, repeats: int = 3) -> float:
+    """FLOP per second of a large float32 matrix product (the BLAS behind NumPy, all its threads)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(np.float32)  # [n, n]
+    b = rng.standard_normal((n, n)).astype(np.float32)  # [n, n]
+    return 2.0 * n ** 3 / best_seconds(lambda: a @ b, repeats=repeats)
+
+
+def roofline_seconds(nbytes: float, flops: float, bandwidth: float, flops_per_second: float) -> float:
+    """The roofline's lower bound on a run's time: it must read nbytes and compute flops."""
+    return max(nbytes / bandwidth, flops / flops_per_second)
+
+
+# --- how much a drafter costs ------------------------------------------------------------------------------------
+
+
+class TimedDrafter(Drafter):
+    """Wraps a drafter and adds up the time it spends in begin/propose/rollback and the tokens it drafts.
+
+    `seconds_per_draft` over the target's one-token forward time is the cost model's c."""
+
+    def __init__(self, inner: Drafter):
+        self.inner = inner
+        self.name = inner.name
+        self.seconds = 0.0
+        self.drafted = 0
+
+    @property
+    def vocab_size(self):
+        return self.inner.vocab_size
+
+    def _timed(self, fn, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def begin(self, target, prompt, params):
+        self._timed(self.inner.begin, target, prompt, params)
+
+    def propose(self, context, k):
+        proposal = self._timed(self.inner.propose, context, k)
+        self.drafted += len(proposal.tokens)
+        return proposal
+
+    def rollback(self, n):
+        self._timed(self.inner.rollback, n)
+
+    @property
+    def seconds_per_draft(self) -> float:
+        return self.seconds / self.drafted if self.drafted else 0.0

@@ -1,0 +1,224 @@
+"""What the MTP drafter learns from: the target's own features over text that needs no network.
+
+Text (all offline, in a fixed order):
+    docs      Python's bundled documentation, `pydoc_data.topics` (English prose about Python)
+    code      Python standard-library source files (code, comments, docstrings)
+    self      text the target writes itself: greedy (and some sampled) continuations of short openings, so the
+              drafter sees the target's own style, repetitions included, as it will when drafting for it
+
+Documents are cut into sequences of `seq_len` tokens (BOS first). Every 10th document goes to the held-out
+split. Any document containing a line of a bench prompt (bench/prompts.jsonl) is dropped: the benchmark
+measures the drafter on text it never saw.
+
+Features of one sequence (`Features`), from one target forward:
+    tokens  [S]            the ids
+    h       [S, d]         the target's final-normed hidden state at each position (its logits choose the next id)
+    r       [S, d]         the residual stream entering the first source layer (fits the input projection)
+    k, v    [n, S, hd]     the target's cached keys/values of each source layer (what the drafter attends to)
+    argmax  [S]            the target's greedy choice after each position (full vocabulary)
+
+`batched_hidden` runs the target over B sequences of equal length at once, each with its own KVCache: the
+same computation as `Model.hidden` (tests check it), batched so that generating B continuations costs about
+one read of the weights per step instead of B.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..model import embed, gelu_tanh, rope
+
+# Openings for the target's own text: generic beginnings of prose, lists, letters, code and data, written
+# for this purpose (none comes from the benchmark's prompts).
+OPENINGS = [
+    "The history of the bicycle", "Once upon a time, a young fox", "To whom it may concern,\n\nI am writing to",
+    "In this article we explain how", "Chapter 1\n\nThe morning was", "The main advantages of renewable energy are",
+    "Here is a simple recipe for bread:\n\n", "Climate change is one of the", "The city council met on Monday to",
+    "My favourite book is", "Photosynthesis is the process by which", "How to write a good essay:\n\n1.",
+    "The meeting notes:\n\n-", "Q: What is the capital of Spain?\nA:", "Water boils at 100 degrees Celsius because",
+    "The French Revolution began in", "A good night's sleep is important for", "Summary of the report:\n",
+    "The rules of chess are simple.", "It was a cold winter evening when", "Product description:\n",
+    "The solar system consists of", "Abstract\n\nWe study", "Lesson 3: Fractions\n\n", "The old clockmaker",
+    "Travel tips for visiting Japan:\n", "The human heart has four chambers", "def fibonacci(n):\n",
+    "import numpy as np\n\n", "class Queue:\n", "SELECT name, age FROM users WHERE", '{\n  "name": "',
+    "<html>\n<head>\n", "# Install the package\n\n```bash\n", "function add(a, b) {\n", "id,score\n1,",
+    "The answer to 12 times 7 is", "Translate to German: Good morning ->", "Once there was a little robot who",
+]
+
+
+@dataclass
+class Features:
+    tokens: np.ndarray  # [S] int32
+    h: np.ndarray  # [S, d] float16 on disk / float32 in training
+    r: np.ndarray  # [S, d]
+    k: np.ndarray  # [n, S, hd]
+    v: np.ndarray  # [n, S, hd]
+    argmax: np.ndarray  # [S] int32
+
+
+# --- text ----------------------------------------------------------------------------------------------------
+
+def bench_lines(repo: Path | None = None) -> list[str]:
+    """Lines (>= 20 characters) of every prompt in bench/prompts.jsonl: text the drafter must never train on."""
+    path = (repo or Path(__file__).resolve().parents[2]) / "bench" / "prompts.jsonl"
+    if not path.exists():
+        return []
+    lines = []
+    for row in path.read_text().splitlines():
+        if row.strip():
+            for value in json.loads(row).values():
+                if isinstance(value, str):
+                    lines += [ln.strip() for ln in value.splitlines() if len(ln.strip()) >= 20]
+    return lines
+
+
+def documents(max_code_files: int = 200):
+    """(name, kind, text) of every offline document, in a fixed order: docs topics, then stdlib modules."""
+    from pydoc_data.topics import topics
+
+    for key in sorted(topics):
+        yield f"docs:{key}", "docs", topics[key]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(f for f in stdlib.glob("*.py") if not f.name.startswith(("test", "_")))
+    for f in files[:max_code_files]:
+        yield f"code:{f.name}", "code", f.read_text(errors="replace")
+
+
+def is_heldout(name: str) -> bool:
+    """Every 10th document, by a stable hash of its name."""
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10 == 0
+
+
+def chunks(tokenizer, seq_len: int, excluded_lines=(), max_code_files: int = 200):
+    """(name, kind, heldout, ids [seq_len]) for every full chunk of every document, BOS first. A document that
+    contains any excluded line (a line of a bench prompt) is skipped whole."""
+    for name, kind, text in documents(max_code_files):
+        if any(line in text for line in excluded_lines):
+            continue
+        ids = tokenizer.encode(text, add_bos=False)
+        body = seq_len - 1
+        for start in range(0, len(ids) - body + 1, body):
+            yield f"{name}#{start}", kind, is_heldout(name), np.array([2] + list(ids[start: start + body]))
+
+
+# --- the target, batched over sequences ----------------------------------------------------------------------
+
+def batched_hidden(model, caches, tokens, capture_layer: int):  # [B, M] -> ([B, M, d], [B, M, d])
+    """Model.hidden for B sequences at once, each with its own cache (each grows by M, from its own length).
+    Also returns the residual stream entering block `capture_layer`."""
+    cfg, w, ops = model.cfg, model.weights, model.ops
+    tokens = np.asarray(tokens, dtype=np.int64)
+    B, M = tokens.shape
+    starts = [c.length for c in caches]
+    for c in caches:
+        c.reserve(c.length + M)
+    positions = np.concatenate([np.arange(s, s + M) for s in starts])  # [B*M]
+    eps, H, Hkv, hd = cfg.rms_norm_eps, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    x = embed(tokens.reshape(-1), w.embed_tokens, cfg.hidden_size)  # [B*M, d]
+    captured = None
+    for i, layer in enumerate(w.layers):
+        if i == capture_layer:
+            captured = x.copy()
+        a = ops.rms_norm(x, layer.input_layernorm, eps)  # [B*M, d]
+        q = ops.matmul(a, layer.q_proj).reshape(-1, H, hd)  # [B*M, H, hd]
+        k = ops.matmul(a, layer.k_proj).reshape(-1, Hkv, hd)  # [B*M, Hkv, hd]
+        v = ops.matmul(a, layer.v_proj).reshape(-1, Hkv, hd)  # [B*M, Hkv, hd]
+        q = rope(ops.rms_norm(q.reshape(-1, hd), layer.q_norm, eps).reshape(q.shape), positions, cfg.rope_theta(i))
+        k = rope(ops.rms_norm(k.reshape(-1, hd), layer.k_norm, eps).reshape(k.shape), positions, cfg.rope_theta(i))
+        out = np.empty_like(q)  # [B*M, H, hd]
+        for b, (c, start) in enumerate(zip(caches, starts)):  # attention: each sequence reads its own cache
+            rows = slice(b * M, (b + 1) * M)
+            c.write(i, start, k[rows], v[rows])
+            out[rows] = ops.attention(np.ascontiguousarray(q[rows]), c.k[i], c.v[i], start, cfg.window(i),
+                                      cfg.query_scale)
+        o = ops.matmul(out.reshape(B * M, -1), layer.o_proj)  # [B*M, d]
+        x = x + ops.rms_norm(o, layer.post_attention_layernorm, eps)  # [B*M, d]
+        m = ops.rms_norm(x, layer.pre_feedforward_layernorm, eps)  # [B*M, d]
+        m = ops.matmul(gelu_tanh(ops.matmul(m, layer.gate_proj)) * ops.matmul(m, layer.up_proj), layer.down_proj)
+        x = x + ops.rms_norm(m, layer.post_feedforward_layernorm, eps)  # [B*M, d]
+    for c, start in zip(caches, starts):
+        c.length = start + M
+    h = ops.rms_norm(x, w.norm, eps)  # [B*M, d]
+    d = cfg.hidden_size
+    return h.reshape(B, M, d), captured.reshape(B, M, d)
+
+
+def head_argmax(model, h, temperature: float = 0.0, rng=None, rows: int = 64):  # [R, d] -> [R]
+    """The target's next token for each row: argmax of its logits, or a draw at `temperature` (Gumbel-max)."""
+    out = np.empty(len(h), dtype=np.int64)
+    for s in range(0, len(h), rows):
+        logits = model.head(h[s: s + rows])  # [rows, V]
+        if temperature > 0:
+            logits = logits / np.float32(temperature) + rng.gumbel(size=logits.shape).astype(np.float32)
+        out[s: s + rows] = np.argmax(logits, axis=-1)
+    return out
+
+
+def features_of(cache, tokens, h, r, layers, argmax) -> Features:
+    S = len(tokens)
+    k = np.stack([cache.k[layer][:S, 0] for layer in layers])  # [n, S, hd]
+    v = np.stack([cache.v[layer][:S, 0] for layer in layers])  # [n, S, hd]
+    return Features(np.asarray(tokens, np.int32), h, r, k, v, np.asarray(argmax, np.int32))
+
+
+def prefill_features(model, tokens, layers, with_argmax: bool = True) -> Features:
+    """Features of one sequence of text, from one forward of the target. Without argmax (-1s), the 262144-row
+    head is skipped: it costs more than all the blocks."""
+    cache = model.new_cache(len(tokens))
+    h, r = batched_hidden(model, [cache], np.asarray(tokens)[None, :], capture_layer=layers[0])  # [1, S, d]
+    argmax = head_argmax(model, h[0]) if with_argmax else np.full(len(tokens), -1)
+    return features_of(cache, tokens, h[0], r[0], layers, argmax)
+
+
+def generate_features(model, seeds, n_new: int, layers, temperature: float = 0.0, rng=None) -> list[Features]:
+    """The target continues each seed (any lengths) by n_new tokens, all seeds in one batch per step."""
+    B = len(seeds)
+    caches = [model.new_cache(len(s) + n_new) for s in seeds]
+    hs, rs, toks, nxt = [], [], [], []
+    for c, seed in zip(caches, seeds):  # prefill each seed on its own (they differ in length)
+        h, r = batched_hidden(model, [c], np.asarray(seed)[None, :], capture_layer=layers[0])
+        hs.append([h[0]]), rs.append([r[0]]), toks.append([np.asarray(seed)])
+    nxt = head_argmax(model, np.stack([h[-1][-1] for h in hs]), temperature, rng)  # [B]
+    for _ in range(n_new - 1):
+        h, r = batched_hidden(model, caches, nxt[:, None], capture_layer=layers[0])  # [B, 1, d]
+        for b in range(B):
+            hs[b].append(h[b]), rs[b].append(r[b]), toks[b].append(nxt[b: b + 1])
+        nxt = head_argmax(model, h[:, 0], temperature, rng)  # [B]
+    out = []
+    for b in range(B):
+        tokens, h, r = np.concatenate(toks[b]), np.concatenate(hs[b]), np.concatenate(rs[b])  # [S], [S, d]
+        P = len(seeds[b])
+        if temperature == 0:  # past the seed, the greedy choices are the tokens themselves
+            argmax = np.concatenate([head_argmax(model, h[: P - 1]), tokens[P:], nxt[b: b + 1]])
+        else:
+            argmax = head_argmax(model, h)
+        out.append(features_of(caches[b], tokens, h, r, layers, argmax))
+    return out
+
+
+# --- storing features ----------------------------------------------------------------------------------------
+
+def save_features(path: Path, feats: list[Features], names: list[str]) -> None:
+    """float16 for h, k, v; float32 for r (Gemma's residual stream holds values beyond float16's 65504)."""
+    dtypes = {"tokens": np.int32, "h": np.float16, "r": np.float32, "k": np.float16, "v": np.float16,
+              "argmax": np.int32}
+    arrays = {f"{i}.{field}": np.asarray(getattr(f, field), dtype=dt) for i, f in enumerate(feats)
+              for field, dt in dtypes.items()}
+    arrays["names_json"] = np.frombuffer(json.dumps(names).encode(), dtype=np.uint8)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_features(path: Path) -> tuple[list[Features], list[str]]:
+    with np.load(path) as z:
+        names = json.loads(z["names_json"].tobytes().decode())
+        feats = [Features(*(z[f"{i}.{field}"] for field in ("tokens", "h", "r", "k", "v", "argmax")))
+                 for i in range(len(names))]
+    return feats, names

@@ -1,0 +1,131 @@
+"""How good is the MTP drafter? `python -m tinyspec.mtp.report` measures it on bench prompts it never saw.
+
+For every prompt of the chosen categories (bench/prompts.jsonl), batch 1, greedy: vanilla decoding and
+speculative decoding with the MTP drafter, interleaved (V S V S ...) so both see the same machine load, the
+median of `repeats` timings each; the speculative tokens must equal the vanilla ones. Per category:
+
+    first      share of speculative steps whose first draft the target accepted
+    accept     accepted drafts / drafted tokens
+    tok/fwd    new tokens per target forward (the prefill excluded)
+    speedup    vanilla decode time / speculative decode time, summed over the category's prompts
+    c          drafting time per drafted token / vanilla time per decoded token (DESIGN.md's cost ratio)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from ..decoding import Stats, generate
+from ..sampling import SamplingParams
+from ..speculative import SpecStats, speculative_generate
+
+
+class Stopwatch:
+    """Wraps a drafter and times its `propose` calls."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.vocab_size, self.seconds = inner, inner.name, inner.vocab_size, 0.0
+
+    def begin(self, target, prompt, params):
+        self.inner.begin(target, prompt, params)
+
+    def propose(self, context, k):
+        t = time.perf_counter()
+        proposal = self.inner.propose(context, k)
+        self.seconds += time.perf_counter() - t
+        return proposal
+
+    def rollback(self, n):
+        self.inner.rollback(n)
+
+
+def run_pair(model, drafter, ids, n: int, k: int, params=SamplingParams(), verifier="greedy"):
+    """One vanilla and one speculative run of the same prompt: (vanilla tokens, decode seconds), (tokens, stats)."""
+    vs = Stats()
+    vanilla = list(generate(model, ids, n, params, stats=vs))
+    timed, ss, trace = Stopwatch(drafter), SpecStats(), []
+    spec = list(speculative_generate(model, timed, ids, n, params, verifier, k, stats=ss, trace=trace))
+    first = sum(1 for s in trace if s.drafted and s.accepted >= 1) / max(1, sum(1 for s in trace if s.drafted))
+    return {"vanilla": vanilla, "vanilla_seconds": vs.seconds - vs.prefill_seconds, "spec": spec,
+            "spec_seconds": ss.seconds - ss.prefill_seconds, "draft_seconds": timed.seconds, "drafted": ss.drafted,
+            "accepted": ss.accepted, "steps": ss.steps, "forwards": ss.target_forwards, "first": first,
+            "new_tokens": ss.new_tokens}
+
+
+def measure(model, drafter, prompts, k: int = 3, repeats: int = 3, max_new_tokens: int | None = None,
+            tokenizer=None, log=print) -> dict:
+    """Per category: first-draft acceptance, acceptance, tokens per forward, speedup, c, and identical output."""
+    rows = {}
+    for p in prompts:
+        ids = tokenizer.encode(p["prompt"])  # BOS first
+        n = min(p["max_new_tokens"], max_new_tokens or p["max_new_tokens"])
+        runs = [run_pair(model, drafter, ids, n, k) for _ in range(repeats)]
+        med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+        r0 = runs[0]
+        row = {"id": p["id"], "category": p["category"], "identical": all(r["spec"] == r["vanilla"] for r in runs),
+               "new_tokens": len(r0["vanilla"]), "vanilla_seconds": med("vanilla_seconds"),
+               "spec_seconds": med("spec_seconds"), "draft_seconds": med("draft_seconds"),
+               "drafted": r0["drafted"], "accepted": r0["accepted"], "steps": r0["steps"], "first": r0["first"],
+               "forwards": r0["forwards"]}
+        rows.setdefault(p["category"], []).append(row)
+        log(f"{p['id']:26s} identical={row['identical']} first={row['first']:.2f} "
+            f"accept={row['accepted'] / max(row['drafted'], 1):.2f} "
+            f"speedup={row['vanilla_seconds'] / row['spec_seconds']:.2f}x")
+    out = {}
+    for cat, rs in list(rows.items()) + [("all", [r for rs in rows.values() for r in rs])]:
+        steps = sum(r["steps"] for r in rs)
+        t1 = sum(r["vanilla_seconds"] for r in rs) / sum(r["new_tokens"] - 1 for r in rs)  # per decoded token
+        drafted = sum(r["drafted"] for r in rs)
+        out[cat] = {"prompts": len(rs), "identical": all(r["identical"] for r in rs),
+                    "first_draft_acceptance": sum(r["first"] * r["steps"] for r in rs) / max(steps, 1),
+                    "acceptance": sum(r["accepted"] for r in rs) / max(drafted, 1),
+                    "tokens_per_forward": sum(r["new_tokens"] - 1 for r in rs) / max(sum(r["forwards"] - 1 for r in rs), 1),
+                    "speedup": sum(r["vanilla_seconds"] for r in rs) / sum(r["spec_seconds"] for r in rs),
+                    "c": (sum(r["draft_seconds"] for r in rs) / max(drafted, 1)) / t1,
+                    "vanilla_tokens_per_second": 1 / t1}
+    return {"k": k, "repeats": repeats, "categories": out, "prompts": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tinyspec.mtp.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--drafter", default=None, help="MTP weights (default weights/mtp-gemma-3-270m.drafter.npz)")
+    ap.add_argument("--weights", default=None, help="converted target weights (default $TINYSPEC_WEIGHTS)")
+    ap.add_argument("--categories", default="prose,code", help="comma-separated bench categories")
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    from ..drafters.mtp import MTPDrafter
+    from ..model import Model
+    from ..tokenizer import Tokenizer
+    from ..weights import ensure_converted
+
+    directory = ensure_converted(args.weights)
+    model = Model.load(directory, backend="numba")
+    tokenizer = Tokenizer.from_file(directory / "tokenizer.json")
+    drafter = MTPDrafter.load(args.drafter)
+    bench = Path(__file__).resolve().parents[2] / "bench" / "prompts.jsonl"
+    cats = args.categories.split(",")
+    prompts = [p for p in map(json.loads, bench.read_text().splitlines()) if p["category"] in cats]
+    result = measure(model, drafter, prompts, args.k, args.repeats, args.max_new_tokens, tokenizer,
+                     log=lambda s: print(s, file=sys.stderr))
+    print(f"MTP drafter, k={args.k}, greedy, median of {args.repeats} (interleaved with vanilla)")
+    print("| category | prompts | identical | first-draft acceptance | acceptance | tokens/forward | speedup | c |")
+    print("|---|---|---|---|---|---|---|---|")
+    for cat, r in result["categories"].items():
+        print(f"| {cat} | {r['prompts']} | {r['identical']} | {r['first_draft_acceptance']:.2f} | "
+              f"{r['acceptance']:.2f} | {r['tokens_per_forward']:.2f} | {r['speedup']:.2f}x | {r['c']:.3f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
