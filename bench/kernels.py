@@ -12,11 +12,12 @@
 # 3. matmul    x [M, K] @ W [N, K].T for M in 1, 2, 4, 8, 16, 64 on the LM head [262144, 640] (671 MB)
 #              and a block's [2048, 640]: median time, weight bytes streamed per second, time / time(M=1);
 #              numba and numpy timed alternately in the same run, so both see the same load
-# 4. compile   first call of every kernel with an empty Numba cache, then with the cache filled (each in a
+# 4. model     the real Gemma 3 270M: forward(M=8) / forward(M=1) per backend; greedy decode tokens/s with
+#              numba vs numpy; the memory floor (model bytes read per token / the copy bandwidth above)
+# 5. compile   first call of every kernel with an empty Numba cache, then with the cache filled (each in a
 #              fresh process with its own cache directory)
 
-Each section is a function returning a `Table`, so model-level rows (forward M=8 / M=1, decode tokens/s per
-backend, the memory floor = bytes read per token / copy bandwidth) can be added as further sections.
+Each section is a function returning a `Table`.
 """
 
 from __future__ import annotations
@@ -167,20 +168,67 @@ def compile_table() -> Table:
     return t
 
 
+# 4. the whole model -------------------------------------------------------------------------------------
+
+def model_tables(gbps: float, repeats: int, decode_tokens: int = 24) -> list:
+    """Real Gemma 3 270M: forward(M=8) / forward(M=1) per backend, decode tokens/s numba vs numpy, and the
+    memory floor (bytes read per token / the copy bandwidth measured in this run)."""
+    from tinyspec.model import Model
+    from tinyspec.weights import ensure_converted, load
+
+    cfg, weights = load(ensure_converted())
+    nbytes = weights.embed_tokens.nbytes + weights.norm.nbytes + sum(
+        a.nbytes for layer in weights.layers for a in vars(layer).values())
+    prompt = [2] + [818, 5279, 529, 7001, 563] * 20  # 101 tokens of context
+    fwd = Table("Forward pass, real Gemma 3 270M (context 101 tokens)",
+                ["backend", "M=1 ms", "M=8 ms", "forward(M=8) / forward(M=1)"])
+    dec = Table(f"Greedy decode, {decode_tokens} tokens after a 101-token prompt",
+                ["backend", "ms / token", "tokens/s", "memory floor ms / token", "ms / floor"])
+    floor = memory_floor_ms(nbytes, gbps)
+    results = {}
+    for backend in ("numba", "numpy"):
+        model = Model(cfg, weights, backend=backend)
+        cache = model.new_cache(len(prompt) + decode_tokens + 16)
+        model.forward(prompt, cache, last_only=True)
+
+        def step(M):
+            model.forward([5] * M, cache)
+            cache.truncate(len(prompt))
+        t1 = median_seconds(lambda: step(1), repeats)
+        t8 = median_seconds(lambda: step(8), repeats)
+        fwd.rows.append([backend, f"{t1 * 1e3:.1f}", f"{t8 * 1e3:.1f}", f"{t8 / t1:.2f}"])
+        token = 5
+        t = CLOCK()
+        for _ in range(decode_tokens):
+            token = int(np.argmax(model.forward([token], cache)[0]))
+        per = (CLOCK() - t) / decode_tokens
+        results[backend] = per
+        dec.rows.append([backend, f"{per * 1e3:.1f}", f"{1 / per:.1f}", f"{floor:.1f}", f"{per * 1e3 / floor:.2f}"])
+        time.sleep(0.5)  # let BLAS threads go idle before the other backend runs
+    dec.notes.append(f"model bytes read per token: {nbytes / 1e9:.3f} GB; numba / numpy decode speed: "
+                     f"{results['numpy'] / results['numba']:.2f}x")
+    return [fwd, dec]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 repeats, no compile-time measurement")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--cpu-time", action="store_true", help="time by CPU time (meaningful with one thread)")
+    ap.add_argument("--no-model", action="store_true", help="skip the real-model rows (forward ratio, decode)")
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.cpu_time else time.perf_counter
     repeats = 3 if args.quick else args.repeats
     kernels.warmup()
-    tables = [machine_table(), memory_table(copy_bandwidth(repeats=repeats))]
+    gbps = copy_bandwidth(repeats=repeats)
+    tables = [machine_table(), memory_table(gbps)]
     for shape, n in ((LM_HEAD, repeats), (BLOCK, max(repeats, 21))):
         print(f"timing matmul {shape} ...", file=sys.stderr, flush=True)
         tables.append(matmul_table(shape, repeats=n))
+    if not args.no_model:
+        print("timing the real model ...", file=sys.stderr, flush=True)
+        tables += model_tables(gbps, repeats)
     if not args.quick:
         print("timing compilation ...", file=sys.stderr, flush=True)
         tables.append(compile_table())
