@@ -2,7 +2,7 @@
 
     python bench/peers.py IN.json OUT.json      # run by bench/run.py in the Python given by --peer-python
 
-IN.json: {"gguf": path, "engines": [...], "k": 4, "repeats": 2, "threads": 2,
+IN.json: {"gguf": path, "engines": [...], "k": 4, "repeats": 2, "threads": 2, "clock": "wall" or "cpu",
           "prompts": [{"id", "category", "ids", "max_new_tokens", "tinyspec_ids"}]}
 
 Engines (each skipped with a note when its package is not importable):
@@ -14,7 +14,8 @@ Engines (each skipped with a note when its package is not importable):
                 with its LlamaPromptLookupDecoding as the speculative run when that imports
 
 Timing matches tinyspec's: decode tokens (after the first) over decode time (after the first token appears).
-The median of `repeats` runs per prompt. Needs none of tinyspec: only the engines and numpy.
+The median of `repeats` runs per prompt, timed by the same clock as tinyspec's side: wall time, or with
+"cpu" the process's CPU time (then run with threads = 1, as tinyspec is). Needs none of tinyspec.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+clock = time.perf_counter  # main() switches it to time.process_time for "clock": "cpu"
+
+# `python bench/peers.py` puts bench/ first on sys.path, where bench/kernels.py would shadow the `kernels`
+# package that transformers imports when it finds one: look up the engines' modules everywhere but here.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 
 def log(msg):
@@ -56,7 +65,7 @@ class FirstTokenClock:
     def put(self, value):
         self.puts += 1
         if self.puts == 2 and self.first is None:
-            self.first = time.perf_counter()
+            self.first = clock()
 
     def end(self):
         pass
@@ -76,14 +85,14 @@ def hf_engine(cfg, want_lookup):
 
     def generate(ids, max_new, lookup):
         x = torch.tensor([ids])
-        clock = FirstTokenClock()
+        first = FirstTokenClock()
         extra = {"prompt_lookup_num_tokens": cfg["k"]} if lookup else {}
-        t0 = time.perf_counter()
+        t0 = clock()
         with torch.no_grad():
             out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=max_new,
-                                 min_new_tokens=0, eos_token_id=eos, pad_token_id=eos, streamer=clock, **extra)
-        t_end = time.perf_counter()
-        return [int(t) for t in out[0, len(ids):]], t0, clock.first or t_end, t_end
+                                 min_new_tokens=0, eos_token_id=eos, pad_token_id=eos, streamer=first, **extra)
+        t_end = clock()
+        return [int(t) for t in out[0, len(ids):]], t0, first.first or t_end, t_end
 
     generate(cfg["prompts"][0]["ids"][:16], 4, False)  # warm-up
     if want_lookup:
@@ -113,14 +122,15 @@ def llama_engine(cfg):
         llm = lookup if speculative else plain
         llm.reset()  # no reuse of the previous prompt's cache
         out, t_first = [], None
-        t0 = time.perf_counter()
+        t0 = clock()
         for token in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
             if t_first is None:
-                t_first = time.perf_counter()
+                t_first = clock()
             out.append(int(token))
             if token == eos or len(out) == max_new:
                 break
-        return out, t0, t_first or time.perf_counter(), time.perf_counter()
+        t_end = clock()
+        return out, t0, t_first or t_end, t_end
 
     import llama_cpp
 
@@ -131,7 +141,10 @@ def llama_engine(cfg):
 # --- the run -----------------------------------------------------------------------------------------------
 
 def main(argv):
+    global clock
     cfg = json.loads(Path(argv[1]).read_text())
+    if cfg.get("clock") == "cpu":
+        clock = time.process_time
     out_path = Path(argv[2])
     result = {"notes": [], "engines": {}}
     engines = cfg["engines"]

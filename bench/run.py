@@ -521,13 +521,13 @@ def find_peer_python(requested: str | None) -> str | None:
     return requested or os.environ.get("TINYSPEC_PEER_PYTHON") or sys.executable
 
 
-def run_peers(python, engines, prompts, gguf, k, repeats, threads, timeout) -> dict:
+def run_peers(python, engines, prompts, gguf, k, repeats, threads, clock, timeout) -> dict:
     """Run bench/peers.py in `python` on the given prompts (each with its tinyspec token ids)."""
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "peers_in.json"
         out = Path(tmp) / "peers_out.json"
         spec.write_text(json.dumps({"gguf": str(gguf), "engines": engines, "k": k, "repeats": repeats,
-                                    "threads": threads, "prompts": prompts}))
+                                    "threads": threads, "clock": clock, "prompts": prompts}))
         try:
             res = subprocess.run([python, str(BENCH / "peers.py"), str(spec), str(out)], timeout=timeout,
                                  stdout=subprocess.PIPE, stderr=None, text=True)
@@ -733,7 +733,9 @@ def cmd_bench(args) -> int:
         gguf, tmp = gguf_path(args.gguf)
         python = find_peer_python(args.peer_python)
         log(f"peers ({', '.join(engines)}) with {python} on {len(payload)} prompts ...")
-        results.peers = run_peers(python, engines, payload, gguf, args.k, min(args.repeats, 2), 2, args.peer_timeout)
+        threads = 1 if args.clock == "cpu" else 2
+        results.peers = run_peers(python, engines, payload, gguf, args.k, min(args.repeats, 2), threads, args.clock,
+                                  args.peer_timeout)
         if tmp is not None:
             tmp.cleanup()
     results.machine["load_after"] = load_average()

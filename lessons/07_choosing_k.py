@@ -33,8 +33,8 @@ from tinyspec.tokenizer import Tokenizer
 from tinyspec.weights import ensure_converted
 
 QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
-N_NEW = 8 if QUICK else 48
-KS = [1, 4] if QUICK else [1, 2, 3, 4, 6, 8]
+N_NEW = 8 if QUICK else 32
+KS = [1, 4] if QUICK else [1, 2, 4, 6, 8]
 ALPHA = 0.8
 SEED = 77
 print(f"quick mode: {QUICK}; greedy; {N_NEW} new tokens; k in {KS}; oracle alpha {ALPHA}, seed {SEED}")

@@ -29,7 +29,7 @@ from tinyspec.weights import ensure_converted, random_weights
 
 QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
 SEED = 8
-N_NEW = 6 if QUICK else 32
+N_NEW = 6 if QUICK else 24
 print(f"quick mode: {QUICK}; seed {SEED}; {N_NEW} new tokens")
 
 # %% [markdown]
@@ -88,7 +88,7 @@ tcfg = tiny_config(vocab_size=cfg.vocab_size, hidden_size=64, intermediate_size=
 toy = Model(tcfg, random_weights(tcfg, seed=SEED), backend=model.backend)
 for name, drafter in [("ngram", NgramDrafter(max_n=3)), ("toy draft model", DraftModelDrafter(toy))]:
     stats = SpecStats()
-    spec = speculative_generate_ids(model, drafter, ids, N_NEW, params, verifier="coupled", k=4, stats=stats)
+    spec = speculative_generate_ids(model, drafter, ids, N_NEW, params, verifier="coupled", k=3, stats=stats)
     print(f"coupled speculative, {name:16}: identical to vanilla: {spec == vanilla}; "
           f"{stats.accepted}/{stats.drafted} drafts accepted, {stats.tokens_per_forward:.2f} tokens per forward")
     assert spec == vanilla, f"coupled speculative sampling with {name} must reproduce vanilla coupled sampling"
@@ -102,7 +102,7 @@ for name, drafter in [("ngram", NgramDrafter(max_n=3)), ("toy draft model", Draf
 
 # %%
 rejection = speculative_generate_ids(model, NgramDrafter(max_n=3), ids, N_NEW,
-                                     SamplingParams(temperature=0.8, top_p=0.95, seed=SEED), verifier="rejection", k=4)
+                                     SamplingParams(temperature=0.8, top_p=0.95, seed=SEED), verifier="rejection", k=3)
 other_seed = generate_ids(model, ids, N_NEW, SamplingParams(temperature=0.8, top_p=0.95, seed=SEED + 1, coupled=True))
 print(f"rejection sampling, seed {SEED}:  same as vanilla coupled? {rejection == vanilla}:  {tok.decode(rejection)!r}")
 print(f"coupled, seed {SEED + 1}:            same as seed {SEED}? {other_seed == vanilla}:  {tok.decode(other_seed)!r}")

@@ -92,6 +92,7 @@ def test_trace_statistics():
     # kept 5; checked 5 + 2 rejections
     assert theory.estimate_alpha(trace) == 5 / 7
     assert theory.acceptance_by_position(trace, 4) == [2 / 3, 1 / 3, 1 / 2, 1 / 2]
+    assert theory.tokens_per_step(trace, 4) == (5 + 2) / 2 and theory.tokens_per_step(trace) == (5 + 2 + 1 + 1) / 4
 
 
 def test_oracle_drafter_has_the_chosen_acceptance():

@@ -244,8 +244,9 @@ def cmd_generate(args):
                  f"{stats.tokens_per_forward:.2f} tokens per target forward")
     print(f"[{stats.new_tokens} tokens, {stats.seconds:.2f} s, {stats.tokens_per_second:.1f} tokens/s{extra}]",
           file=sys.stderr)
-def print_trace(trace, tok, out=sys.stdout):
+def print_trace(trace, tok, out=None):
     """One line per speculative step: what was drafted, p and q of each draft, what was kept."""
+    out = out or sys.stdout
     show = lambda t: repr(tok.decode([t]))
     for n, step in enumerate(trace, 1):
         drafts = []

@@ -222,7 +222,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     stats.target_forwards += 1
     stats.prefill_seconds = time.perf_counter() - t0
     first = choose(logits, params, rng, position=cache.length)  # ... and vanilla's first token
-    context = list(prompt) + [first]
+    context = [int(t) for t in prompt] + [first]
     stats.new_tokens = 1
     stats.seconds = time.perf_counter() - t0
     yield first
@@ -236,7 +236,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens)
         k_now = min(policy.next_k() if adaptive else k, remaining - 1)
         proposal = drafter.propose(context, k_now) if k_now > 0 else None
-        drafted = list(proposal.tokens[:k_now]) if proposal else []
+        drafted = [int(t) for t in proposal.tokens[:k_now]] if proposal else []
         q_rows = proposal.q[: len(drafted)] if proposal is not None and proposal.q is not None else None
         # Step 2: one target forward over [last, d1..dn]
         h = model.hidden([context[-1]] + drafted, cache)  # [n+1, d]
