@@ -383,7 +383,36 @@ def build_parser():
     p.add_argument("--repeats", type=int, default=1, help="time each side this many times, interleaved")
     add_model_args(p)
     p.set_defaults(func=cmd_compare)
+
+    bench = load_bench_module()
+    if bench is not None:
+        bench.add_bench_parser(sub)
+    else:
+        p = sub.add_parser("bench", help="the benchmark by task (needs a source checkout: it reads bench/)")
+        p.set_defaults(func=cmd_bench_unavailable)
+
+    from .mtp.train import add_train_mtp_parser
+    add_train_mtp_parser(sub)
     return parser
+
+
+def cmd_bench_unavailable(args):
+    raise CliError("`tinyspec bench` runs from a source checkout (it reads bench/prompts.jsonl): clone the "
+                   "repository and `pip install -e .` there")
+
+
+def load_bench_module():
+    """bench/run.py of a source checkout (the benchmark is not part of the installed package), or None."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "run.py")
+    if not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location("bench_run", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv=None) -> int:
