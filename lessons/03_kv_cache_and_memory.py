@@ -45,7 +45,7 @@ prompt = ("Speculative decoding lets a small drafter guess the next few tokens; 
           "all of the guesses in a single forward pass and keeps the longest correct prefix.")
 ids = tok.encode(prompt)
 cache = model.new_cache(capacity=len(ids) + 1)
-logits_prefill = model.forward(ids, cache)  # [P, V]: the prefill fills the cache
+logits_prefill = model.forward(ids, cache, last_only=True)  # [1, V]: the prefill fills the cache
 per_pos = cache.nbytes_per_position()
 print(f"prompt: {len(ids)} tokens; cache length {cache.length}; K of block 0: {cache.k[0][:cache.length].shape}")
 print(f"{per_pos} bytes per position; {per_pos * len(ids) / 1e6:.2f} MB for this prompt; "
@@ -96,10 +96,12 @@ print(f"arithmetic for one token: {flops1 / 1e9:.2f} GFLOP -> {flops1 / wb['tota
 # more tokens per forward are nearly free.
 
 # %%
-bw = measure.memory_bandwidth(256 << 20 if QUICK else 512 << 20)
+stream_bytes = 256 << 20 if QUICK else 512 << 20
+bw = measure.memory_bandwidth(stream_bytes)
 peak = measure.peak_flops(768 if QUICK else 1024)
 ridge = peak * wb["total"] / (flops1 * bw)
-print(f"memory bandwidth {bw / 1e9:.1f} GB/s (one np.sum); matrix multiply {peak / 1e9:.1f} GFLOP/s (NumPy's BLAS)")
+print(f"memory bandwidth {bw / 1e9:.1f} GB/s (all cores streaming {stream_bytes >> 20} MB); "
+      f"matrix multiply {peak / 1e9:.1f} GFLOP/s (NumPy's BLAS)")
 print(f"reading the weights once takes at least {wb['total'] / bw * 1e3:.0f} ms; "
       f"the ridge point is at M* = {ridge:.0f} tokens per forward")
 
@@ -127,7 +129,6 @@ print(plots.chart("milliseconds per token, by tokens per forward M", [f"M={m}" f
                   png="03_time_per_token.png", fmt="{:.0f} ms", xlabel="tokens per forward", ylabel="ms per token"))
 t8 = dict((m, t) for m, t, _ in rows)[8]
 assert t8 < 8 * t1, "8 tokens in one forward must cost less than 8 forwards of one token"
-assert all(t >= 0.5 * b for _, t, b in rows), "nothing beats the roofline (by more than timing noise)"
 
 # %% [markdown]
 # ## Try this

@@ -91,7 +91,8 @@ for step in range(8):
         n_ok += 1
     for i, d in enumerate(drafted):
         verdict = "accept" if i < n_ok else ("REJECT" if i == n_ok else "(not checked)")
-        print(f"        d{i + 1} = {tok.token_text(d)!r:12} target's argmax {tok.token_text(targets[i])!r:12} {verdict}")
+        print(f"        d{i + 1} = {tok.token_text(d)!r:12} target's argmax {tok.token_text(targets[i])!r:12} "
+              f"{verdict}")
     final = targets[n_ok]
     kind = "bonus" if n_ok == len(drafted) else "correction"
     if drafted:
@@ -155,12 +156,12 @@ assert spec_stats.target_forwards < vanilla_stats.target_forwards
 # computed alone and as the last row of a 5-row forward:
 
 # %%
-def alone_and_in_batch(m):
-    c = m.new_cache(len(ids) + 8)
-    m.forward(ids, c)
-    batch = m.forward(vanilla[:5], c)[-1]  # [V]  5 rows, the 5th is what we compare
-    c.truncate(len(ids) + 4)
-    alone = m.forward(vanilla[4:5], c)[0]  # [V]  the same token, alone
+def alone_and_in_batch(m, context=ids[:16], new=ids[16:21]):
+    c = m.new_cache(len(context) + len(new))
+    m.forward(context, c, last_only=True)
+    batch = m.forward(new, c)[-1]  # [V]  5 rows, the 5th is what we compare
+    c.truncate(len(context) + len(new) - 1)
+    alone = m.forward(new[-1:], c)[0]  # [V]  the same token, alone
     return float(np.max(np.abs(batch - alone))), bool(np.array_equal(batch, alone))
 
 

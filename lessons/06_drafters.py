@@ -56,6 +56,8 @@ PROMPTS = {
     "prose": "Once upon a time, in a small village at the edge of a great forest, there lived an old "
              "clockmaker and his curious granddaughter. Every morning,",
 }
+if QUICK:  # CI: the code prompt carries the asserted claims
+    del PROMPTS["prose"]
 
 # %% [markdown]
 # ## 1. Alignment grows with depth, and so does the cost: early exit
@@ -76,19 +78,27 @@ for name, text in PROMPTS.items():
     continuations[name] = (ids, out, stats)
     print(f"vanilla on {name}: {stats.target_forwards} forwards, {stats.seconds:.2f} s: {tok.decode(out)!r}")
 
-ids, out, _ = continuations["prose"]
+tf_prompt = "prose" if "prose" in PROMPTS else "code"
+ids, out, _ = continuations[tf_prompt]
 seq = ids + out
-target_argmax = model.forward(seq, model.new_cache(len(seq))).argmax(-1)[len(ids) - 1: -1]  # [N_NEW]
+rows = slice(len(ids) - 1, len(seq) - 1)  # the positions whose next token is a generated one
+
+
+def argmaxes(layers=None):  # [N_NEW]: the greedy guess at each generated position, after `layers` blocks
+    h = model.hidden(seq, model.new_cache(len(seq)), layers)  # [T, d]  one pass over the whole text
+    return model.head(h[rows]).argmax(-1)  # the head only where we need it
+
+
+target_argmax = argmaxes()
 depths = [3, 15] if QUICK else [3, 6, 9, 12, 15, 17]
 agreement = []
 for L in depths:
-    exit_argmax = model.forward(seq, model.new_cache(len(seq)), layers=L).argmax(-1)[len(ids) - 1: -1]
-    agreement.append(float((exit_argmax == target_argmax).mean()))
+    agreement.append(float((argmaxes(L) == target_argmax).mean()))
 wb_block = sum(x.nbytes for x in vars(model.weights.layers[0]).values())
 wb_head = model.weights.embed_tokens.nbytes
 cost = [(L * wb_block + wb_head) / (cfg.num_layers * wb_block + wb_head) for L in depths]
-print(plots.chart("early exit after L blocks, on prose: agreement with the target (alpha) and cost (bytes read, "
-                  "in target forwards)", [f"L={L}" for L in depths], {"alpha": agreement, "cost c": cost},
+print(plots.chart(f"early exit after L blocks, on {tf_prompt}: agreement with the target (alpha) and cost "
+                  "(bytes read, in target forwards)", [f"L={L}" for L in depths], {"alpha": agreement, "cost c": cost},
                   png="06_early_exit_depth.png", xlabel="blocks", fmt="{:.2f}"))
 assert cost[0] > 0.6, "even 3 blocks cost most of a forward: the head dominates"
 

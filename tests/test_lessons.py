@@ -38,6 +38,7 @@ def test_the_track_is_complete():
         assert p.name in readme, f"lessons/README.md does not mention {p.name}"
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
 def test_lesson_runs_in_quick_mode(lesson, request, tmp_path):
     env = {**os.environ, "TINYSPEC_QUICK": "1", "TINYSPEC_OUT": str(tmp_path),
