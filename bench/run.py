@@ -677,6 +677,9 @@ def cmd_bench(args) -> int:
                 "others_per_category": args.others_per_category, "quick": args.quick, "clock": args.clock,
                 "max_new_tokens_cap": args.max_new_tokens}
     results = Results(settings, machine)
+    if args.clock == "cpu" and (machine.get("numba_threads") != 1 or os.environ.get("OPENBLAS_NUM_THREADS") != "1"):
+        results.notes.append("--clock cpu without NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1: CPU time then adds "
+                             "up the threads, and threads that wait spin, so it overstates the cost")
 
     log(f"warming up the {args.backend} backend ...")
     warm = tok.encode("def f(x):\n    return f(x)\n\ndef f(x):\n")
@@ -699,7 +702,8 @@ def cmd_bench(args) -> int:
             for name, e in by.items():
                 e["identical"] = e["run"].ids == v_ids if name != "vanilla" else True
         results.prompts.append({"id": p["id"], "category": p["category"], "prompt_tokens": len(ids_p),
-                                "max_new_tokens": max_new, "modes": measured})
+                                "max_new_tokens": max_new, "modes": measured,
+                                "greedy_text": tok.decode(measured["greedy"]["vanilla"]["run"].ids)})
         parts = []
         for mode, by in measured.items():
             for name, e in by.items():

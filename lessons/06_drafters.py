@@ -11,7 +11,7 @@
 # | ngram (prompt lookup) | free | only where the text repeats itself (code edits) |
 # | early exit (first L blocks + the full head) | no: the 671 MB head alone is ~60 % of a forward | more with larger L |
 # | toy draft model (a random tiny Gemma) | yes | no |
-# | MTP (trained, lesson 10) | yes | yes: trained for it |
+# | MTP (a small network reading the target's hidden state, trained for it) | yes | as well as its training made it |
 #
 # **Running time.** About 60 s on a 2-core laptop after the one-time conversion (about 20 s with
 # `TINYSPEC_QUICK=1`). Greedy decoding throughout: every run must equal vanilla, token for token.
@@ -33,7 +33,7 @@ from tinyspec.speculative import SpecStats, speculative_generate
 from tinyspec.tokenizer import Tokenizer
 from tinyspec.weights import ensure_converted, random_weights
 
-try:  # the MTP drafter (lesson 10) is optional: its trained weights may not exist yet
+try:  # the MTP drafter is optional: its trained weights may not exist yet
     from tinyspec.drafters.mtp import DEFAULT_WEIGHTS as MTP_WEIGHTS, MTPDrafter
 except ImportError:
     MTP_WEIGHTS = MTPDrafter = None
@@ -166,6 +166,8 @@ assert results["ngram", "code"]["c"] < 0.2 and results["toy draft model", "code"
 # * Early exit is aligned only when deep, and then it costs almost a whole forward per draft: k drafts
 #   plus a verification cost more than k + 1 plain steps. It is slower than vanilla.
 # * The toy model is cheap, but never right: each step pays for k useless drafts and emits one token.
+# * The MTP drafter, when present, is cheap by design; how aligned it is depends on its training, and this
+#   table is the honest measure of it.
 # * The cost model of lesson 7 makes this precise: speedup = (1 - a^(k+1)) / ((1 - a)(k c + v)). A drafter
 #   needs a large a **and** a small c.
 

@@ -3,6 +3,7 @@
     ngram[:N]        prompt lookup, matching up to N tokens (default 3)
     early-exit:L     the target's first L blocks + its final norm and head
     draft-model      any smaller tinyspec Model with the target's vocabulary (pass it as `draft_model`)
+    mtp[:PATH]       the Gemma-4-style MTP drafter trained here (default: the shipped weights/ file)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from .draft_model import DraftModelDrafter
 from .early_exit import EarlyExitDrafter
 from .ngram import NgramDrafter
 
-NAMES = ("ngram", "ngram:N", "early-exit:L", "draft-model")
+NAMES = ("ngram", "ngram:N", "early-exit:L", "draft-model", "mtp")
 
 
 def make_drafter(name: str, draft_model=None) -> Drafter:
@@ -25,6 +26,15 @@ def make_drafter(name: str, draft_model=None) -> Drafter:
             if not arg:
                 raise ValueError("early-exit needs a block count, e.g. early-exit:4")
             return EarlyExitDrafter(int(arg))
+        if kind == "mtp":
+            from pathlib import Path
+
+            from .mtp import DEFAULT_WEIGHTS, MTPDrafter
+            path = Path(arg) if arg else DEFAULT_WEIGHTS
+            if not path.exists():
+                raise ValueError(f"no MTP drafter at {path}: train one with `tinyspec train-mtp` "
+                                 "(a source checkout ships one in weights/)")
+            return MTPDrafter.load(path)
         if kind == "draft-model" and not arg:
             if draft_model is None:
                 raise ValueError("draft-model needs a draft Model (from Python: make_drafter(name, draft_model=...))")
