@@ -62,7 +62,10 @@ CHUNKS = 8  # terms each lane adds per panel (one loop trip); a panel covers LAN
 PANEL = LANES * CHUNKS  # 128: K is walked in panels of 128, the remaining K % 128 values go lane by lane
 ROWS_X = 16  # rows of x served by each panel of W before the next panel (acc: 16 x 4 x 16 floats = 4 KB)
 BLOCK_N = 32  # rows of W per parallel task
-PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone
+# multiply-adds below which a kernel runs on the calling thread alone: every block matmul at decode and
+# verification sizes (waking a second thread can cost more than the whole product on a shared machine, see
+# the module docstring); the 262144-row LM head always runs in parallel
+PARALLEL_MIN_WORK = 1 << 24
 MAX_INVARIANT_ROWS = 64  # above this many rows (the prefill) the numba table hands matmul to BLAS
 _FMA = {"contract"}  # fuse a += x * w into one FMA; no reassociation, so the order of every sum is the source's
 
