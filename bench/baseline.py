@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `python bench/baseline.py` from a source checkout
+    sys.path.insert(0, str(REPO))
 
 CHILD = r'''
 import json, resource, sys, time
@@ -54,8 +59,9 @@ PROSE = ("The history of computing is a story of ideas that took decades to beco
 
 
 def run(phase, arg, backend="numba", text_file=""):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     res = subprocess.run([sys.executable, "-c", CHILD, phase, str(arg), backend, text_file],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
