@@ -1,9 +1,13 @@
 """The benchmark by task: where speculative decoding pays, on this machine, with identical output.
 
-    python bench/run.py              # the full run (about 25 minutes on 2 cores): writes bench/results.md,
+    python bench/run.py              # the full run (about 30 minutes on 2 cores): writes bench/results.md,
                                      # bench/results.json and (with matplotlib) bench/results.png
     python bench/run.py --quick      # a smoke test: 2 prompts, 16 tokens, 1 repeat; prints the tables only
     python -m bench ...              # the same, from the repository root
+    NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python bench/run.py --clock cpu
+                                     # on a machine shared with other work: CPU time of one thread
+    python bench/run.py --drafters ngram,early-exit:6 --peer-python /path/to/venv/bin/python
+                                     # a second drafter (on one prompt per category) and the peers
 
 For every prompt of bench/prompts.jsonl (six categories: code, code-edit, structured, extraction,
 arithmetic, prose) and every drafter, batch 1:
@@ -31,7 +35,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -407,6 +410,11 @@ def markdown(results: Results) -> str:
     s, m = results.settings, results.machine
     clock = "wall clock" if s.get("clock", "wall") == "wall" else \
         f"CPU time (the process's, with NUMBA_NUM_THREADS={m.get('numba_threads')})"
+    repeats = f"{s.get('repeats')} runs (greedy)"
+    if len(s.get("drafters", [])) > 1:
+        repeats += f", {s.get('others_repeats')} (the drafters after the first)"
+    if s.get("sampled_repeats"):
+        repeats += f", {s.get('sampled_repeats')} (sampled)"
     out = ["# tinyspec benchmark by task", "",
            f"Measured {m.get('date', '')} on {m.get('cpu', '?')} ({m.get('cores', '?')} cores, "
            f"{m.get('memory_gb', '?')} GB), Python {m.get('python')}, numpy {m.get('numpy')}, "
@@ -415,12 +423,11 @@ def markdown(results: Results) -> str:
            f"Command: `{s.get('command', '')}`", "",
            f"Gemma 3 270M (float32), backend `{s.get('backend')}`, batch 1, k = {s.get('k')}"
            f"{' (adaptive)' if s.get('adaptive') else ''}; vanilla and speculative runs interleaved, the median "
-           f"of {s.get('repeats')} (greedy, first drafter), {s.get('others_repeats')} (other drafters), "
-           f"{s.get('sampled_repeats')} (sampled); "
+           f"of {repeats}; "
            f"{len(results.prompts)} prompts, timed by {clock}. Tokens/s are decode speeds (prefill excluded; it "
-           "is the same for both). c = cost of one drafted token and v = cost of one verification step, both in single-token "
-           "target forwards, measured; the cost-model speedup is (1 - a^(k+1)) / ((1 - a)(k c + v)) with the "
-           "measured acceptance a.", ""]
+           "is the same for both). c = cost of one drafted token and v = cost of one verification step, both in "
+           "single-token target forwards, measured; the cost-model speedup is (1 - a^(k+1)) / ((1 - a)(k c + v)) "
+           "with the measured acceptance a.", ""]
     g = markdown_summary(results, "greedy")
     if g:
         out += ["## Greedy (temperature 0): speculative output must equal vanilla output", "", g, ""]
@@ -521,6 +528,18 @@ def find_peer_python(requested: str | None) -> str | None:
     return requested or os.environ.get("TINYSPEC_PEER_PYTHON") or sys.executable
 
 
+def missing_peers(python) -> set | None:
+    """Which of the peers' packages `python` cannot import (None if that could not be asked)."""
+    code = ("import importlib.util as u, json; "
+            "print(json.dumps([m for m in ('transformers', 'llama_cpp') if u.find_spec(m) is None]))")
+    try:
+        res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60,
+                             cwd=tempfile.gettempdir())
+        return set(json.loads(res.stdout))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
 def run_peers(python, engines, prompts, gguf, k, repeats, threads, clock, timeout) -> dict:
     """Run bench/peers.py in `python` on the given prompts (each with its tinyspec token ids)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -560,9 +579,9 @@ def add_bench_arguments(p) -> None:
     p.add_argument("--categories", default=None, help=f"comma-separated subset of {','.join(CATEGORIES)}")
     p.add_argument("--ids", default=None, help="comma-separated prompt ids to run (default: all)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap every prompt's max_new_tokens")
-    p.add_argument("--drafters", default="ngram,early-exit:6",
+    p.add_argument("--drafters", default="ngram",
                    help="comma-separated drafters; the first runs on every prompt, the others on "
-                        "--others-per-category prompts of each category (default ngram,early-exit:6)")
+                        "--others-per-category prompts of each category (default ngram; e.g. ngram,early-exit:6)")
     p.add_argument("--others-per-category", type=int, default=1,
                    help="prompts per category for the drafters after the first (default 1)")
     p.add_argument("--k", type=int, default=4, help="tokens drafted per step (default 4)")
@@ -620,14 +639,8 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def cmd_bench(args) -> int:
-    """Run the benchmark as `args` (from add_bench_arguments) says; returns 1 if any greedy output differed."""
-    if args.replot:
-        data = json.loads(Path(args.replot).read_text())
-        out = Path(args.out or Path(args.replot).parent)
-        ok = plot(data, out / "results.png")
-        log(f"chart {'written to ' + str(out / 'results.png') if ok else 'skipped: matplotlib is not importable'}")
-        return 0
+def check_args(args) -> None:
+    """Apply --quick and reject impossible settings (ValueError, one line)."""
     if args.quick:
         args.repeats = args.others_repeats = 1
         args.sampled_repeats = min(args.sampled_repeats, 1)
@@ -635,59 +648,31 @@ def cmd_bench(args) -> int:
         args.peers = "none" if args.peers == "auto" else args.peers
         if not args.ids and not args.categories:
             args.categories = "code-edit,prose"
-        per_category = 1
-    else:
-        per_category = None
     for name, value, low in (("--k", args.k, 1), ("--repeats", args.repeats, 1),
                              ("--others-repeats", args.others_repeats, 1),
                              ("--sampled-repeats", args.sampled_repeats, 0)):
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
-
-    from tinyspec.model import Model
-    from tinyspec.sampling import SamplingParams
-    from tinyspec.tokenizer import Tokenizer
-    from tinyspec.weights import ensure_converted
-
-    prompts = load_prompts(args.prompts)
-    categories = args.categories.split(",") if args.categories else None
-    ids = args.ids.split(",") if args.ids else None
-    prompts = select_prompts(prompts, categories, ids, per_category)
-    if not prompts:
-        raise ValueError("no prompt matches --categories / --ids")
-    drafters = [d for d in args.drafters.split(",") if d]
     from tinyspec.drafters import make_drafter
 
-    for d in drafters:
+    for d in args.drafters.split(","):
         make_drafter(d)  # reject a bad name before loading anything
+
+
+def measure_all(model, tok, prompts, args, results) -> None:
+    """Sections 1-3 of the module docstring, prompt by prompt, into results.prompts (progress on stderr)."""
+    from tinyspec.sampling import SamplingParams
+
+    drafters = args.drafters.split(",")
     others = {p["id"] for p in select_prompts(prompts, per_category=args.others_per_category)}
-
-    machine = machine_info()
-    directory = ensure_converted(args.weights)
-    model = Model.load(directory, backend=args.backend)
-    tok = Tokenizer.from_file(directory / "tokenizer.json")
-    greedy = SamplingParams()
-    sampled = SamplingParams(temperature=args.temperature, seed=args.seed)
-    command = "python bench/run.py " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("run.py") else \
-        " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
-    settings = {"command": command, "backend": args.backend, "k": args.k, "adaptive": args.adaptive,
-                "repeats": args.repeats, "others_repeats": args.others_repeats,
-                "sampled_repeats": args.sampled_repeats, "temperature": args.temperature, "seed": args.seed,
-                "drafters": drafters,
-                "others_per_category": args.others_per_category, "quick": args.quick, "clock": args.clock,
-                "max_new_tokens_cap": args.max_new_tokens}
-    results = Results(settings, machine)
-    if args.clock == "cpu" and (machine.get("numba_threads") != 1 or os.environ.get("OPENBLAS_NUM_THREADS") != "1"):
-        results.notes.append("--clock cpu without NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1: CPU time then adds "
-                             "up the threads, and threads that wait spin, so it overstates the cost")
-
+    greedy, sampled = SamplingParams(), SamplingParams(temperature=args.temperature, seed=args.seed)
     log(f"warming up the {args.backend} backend ...")
     warm = tok.encode("def f(x):\n    return f(x)\n\ndef f(x):\n")
     for d in [None] + drafters:
         run_once(model, warm, 4, greedy, d, "greedy", args.k)
     t_start = time.perf_counter()
     for n, p in enumerate(prompts, 1):
-        ids_p = tok.encode(p["prompt"])
+        ids = tok.encode(p["prompt"])
         max_new = min(p["max_new_tokens"], args.max_new_tokens or p["max_new_tokens"])
         plan = {drafters[0]: args.repeats}
         if p["id"] in others:
@@ -696,58 +681,57 @@ def cmd_bench(args) -> int:
         if args.sampled_repeats > 0:
             modes["sampled"] = (sampled, "rejection", {drafters[0]: args.sampled_repeats})
         with cpu_clock(args.clock == "cpu"):
-            measured = measure_prompt(model, ids_p, max_new, modes, args.k, args.adaptive)
+            measured = measure_prompt(model, ids, max_new, modes, args.k, args.adaptive)
         for mode, by in measured.items():
-            v_ids = by["vanilla"]["run"].ids
             for name, e in by.items():
-                e["identical"] = e["run"].ids == v_ids if name != "vanilla" else True
-        results.prompts.append({"id": p["id"], "category": p["category"], "prompt_tokens": len(ids_p),
-                                "max_new_tokens": max_new, "modes": measured,
-                                "greedy_text": tok.decode(measured["greedy"]["vanilla"]["run"].ids)})
+                e["identical"] = e["run"].ids == by["vanilla"]["run"].ids
+        vanilla = measured["greedy"]["vanilla"]["run"]
+        results.prompts.append({"id": p["id"], "category": p["category"], "prompt_tokens": len(ids),
+                                "max_new_tokens": max_new, "modes": measured, "greedy_text": tok.decode(vanilla.ids)})
         parts = []
         for mode, by in measured.items():
-            for name, e in by.items():
-                if name == "vanilla":
-                    continue
+            for name, e in list(by.items())[1:]:
                 r = compare([by["vanilla"]["run"]], [e["run"]], args.k)
                 same = ("identical" if e["identical"] else "DIFFERENT") if mode == "greedy" else "sampled"
                 parts.append(f"{mode} {name} {r['speedup']:.2f}x acc {r['acceptance_rate']:.0%} ({same})")
-        v = compare([measured["greedy"]["vanilla"]["run"]], [measured["greedy"]["vanilla"]["run"]], args.k)
+        rate = vanilla.decode_tokens / max(vanilla.decode_seconds, 1e-9)
         log(f"[{n}/{len(prompts)} {time.perf_counter() - t_start:5.0f}s] {p['category']}/{p['id']} "
-            f"({len(ids_p)} tokens): vanilla {v['vanilla_tokens_per_second']:.1f} tok/s; " + "; ".join(parts))
-
-    bad = [(p["id"], name) for p in results.prompts for name, e in p["modes"]["greedy"].items()
+            f"({len(ids)} tokens): vanilla {rate:.1f} tok/s; " + "; ".join(parts))
+    bad = [f"{p['id']} ({name})" for p in results.prompts for name, e in p["modes"]["greedy"].items()
            if not e["identical"]]
     if bad:
-        results.notes.append("greedy output DIFFERED from vanilla on: " + ", ".join(f"{i} ({d})" for i, d in bad))
-    unrepeatable = [(p["id"], m, name) for p in results.prompts for m, by in p["modes"].items()
+        results.notes.append("greedy output DIFFERED from vanilla on: " + ", ".join(bad))
+    unrepeatable = [f"{p['id']} {mode} {name}" for p in results.prompts for mode, by in p["modes"].items()
                     for name, e in by.items() if not e["repeatable"]]
     if unrepeatable:
-        results.notes.append("runs that gave different tokens on different repeats: "
-                             + ", ".join(f"{i} {m} {d}" for i, m, d in unrepeatable))
+        results.notes.append("runs that gave different tokens on different repeats: " + ", ".join(unrepeatable))
 
-    # the peers, on the first --peer-prompts-per-category prompts of each category
-    if args.peers != "none":
-        engines = ["hf", "hf-lookup", "llama.cpp"] if args.peers == "auto" else args.peers.split(",")
-        chosen = select_prompts(prompts, per_category=args.peer_prompts_per_category)
-        by_id = {p["id"]: p for p in results.prompts}
-        payload = [{"id": p["id"], "category": p["category"], "ids": tok.encode(p["prompt"]),
-                    "max_new_tokens": by_id[p["id"]]["max_new_tokens"],
-                    "tinyspec_ids": by_id[p["id"]]["modes"]["greedy"]["vanilla"]["run"].ids} for p in chosen]
-        gguf, tmp = gguf_path(args.gguf)
-        python = find_peer_python(args.peer_python)
-        log(f"peers ({', '.join(engines)}) with {python} on {len(payload)} prompts ...")
-        threads = 1 if args.clock == "cpu" else 2
-        results.peers = run_peers(python, engines, payload, gguf, args.k, min(args.repeats, 2), threads, args.clock,
-                                  args.peer_timeout)
-        if tmp is not None:
-            tmp.cleanup()
-    results.machine["load_after"] = load_average()
-    results.machine["benchmark_seconds"] = round(time.perf_counter() - t_start, 1)
 
-    text = markdown(results)
-    data = results.to_json()
-    out = Path(args.out) if args.out else (None if args.quick else BENCH)
+def measure_peers(tok, prompts, args, results) -> None:
+    """Section 4: the peers, on the first --peer-prompts-per-category prompts of each category."""
+    engines = ["hf", "hf-lookup", "llama.cpp"] if args.peers == "auto" else args.peers.split(",")
+    python = find_peer_python(args.peer_python)
+    missing = missing_peers(python)
+    if args.peers == "auto" and missing is not None and missing >= {"transformers", "llama_cpp"}:
+        results.peers = {"notes": [f"peers skipped: neither transformers nor llama_cpp is importable in {python} "
+                                   "(give one with --peer-python or $TINYSPEC_PEER_PYTHON)"]}
+        return
+    by_id = {p["id"]: p for p in results.prompts}
+    payload = [{"id": p["id"], "category": p["category"], "ids": tok.encode(p["prompt"]),
+                "max_new_tokens": by_id[p["id"]]["max_new_tokens"],
+                "tinyspec_ids": by_id[p["id"]]["modes"]["greedy"]["vanilla"]["run"].ids}
+               for p in select_prompts(prompts, per_category=args.peer_prompts_per_category)]
+    gguf, tmp = gguf_path(args.gguf)
+    log(f"peers ({', '.join(engines)}) with {python} on {len(payload)} prompts ...")
+    threads = 1 if args.clock == "cpu" else 2  # as many as tinyspec's kernels use
+    results.peers = run_peers(python, engines, payload, gguf, args.k, min(args.repeats, 2), threads, args.clock,
+                              args.peer_timeout)
+    if tmp is not None:
+        tmp.cleanup()
+
+
+def write_outputs(results, out) -> None:
+    text, data = markdown(results), results.to_json()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.md").write_text(text)
@@ -763,7 +747,48 @@ def cmd_bench(args) -> int:
     peers = markdown_peers(results)
     if peers:
         print(f"\npeers:\n{peers}")
-    return 1 if bad else 0
+
+
+def cmd_bench(args) -> int:
+    """Run the benchmark as `args` (from add_bench_arguments) says; returns 1 if any greedy output differed."""
+    if args.replot:
+        data = json.loads(Path(args.replot).read_text())
+        out = Path(args.out or Path(args.replot).parent)
+        ok = plot(data, out / "results.png")
+        log(f"chart {'written to ' + str(out / 'results.png') if ok else 'skipped: matplotlib is not importable'}")
+        return 0
+    check_args(args)
+    from tinyspec.model import Model
+    from tinyspec.tokenizer import Tokenizer
+    from tinyspec.weights import ensure_converted
+
+    prompts = select_prompts(load_prompts(args.prompts), args.categories and args.categories.split(","),
+                             args.ids and args.ids.split(","), 1 if args.quick else None)
+    if not prompts:
+        raise ValueError("no prompt matches --categories / --ids")
+    command = (f"python bench/run.py {' '.join(sys.argv[1:])}" if sys.argv[0].endswith("run.py")
+               else " ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
+    settings = {"command": command, "backend": args.backend, "k": args.k, "adaptive": args.adaptive,
+                "repeats": args.repeats, "others_repeats": args.others_repeats,
+                "sampled_repeats": args.sampled_repeats, "temperature": args.temperature, "seed": args.seed,
+                "drafters": args.drafters.split(","), "others_per_category": args.others_per_category,
+                "quick": args.quick, "clock": args.clock, "max_new_tokens_cap": args.max_new_tokens}
+    results = Results(settings, machine_info())
+    if args.clock == "cpu" and (results.machine.get("numba_threads") != 1
+                                or os.environ.get("OPENBLAS_NUM_THREADS") != "1"):
+        results.notes.append("--clock cpu without NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1: CPU time then adds "
+                             "up the threads, and threads that wait spin, so it overstates the cost")
+    directory = ensure_converted(args.weights)
+    model = Model.load(directory, backend=args.backend)
+    tok = Tokenizer.from_file(directory / "tokenizer.json")
+    t_start = time.perf_counter()
+    measure_all(model, tok, prompts, args, results)
+    if args.peers != "none":
+        measure_peers(tok, prompts, args, results)
+    results.machine["load_after"] = load_average()
+    results.machine["benchmark_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_outputs(results, Path(args.out) if args.out else (None if args.quick else BENCH))
+    return 1 if any(not e["identical"] for p in results.prompts for e in p["modes"]["greedy"].values()) else 0
 
 
 def main(argv=None) -> int:
