@@ -96,3 +96,18 @@ def test_compare_reports_identical_greedy_output(real_cli, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["identical"] is True and out["vanilla"]["ids"] == out["speculative"]["ids"]
     assert out["speculative"]["stats"]["target_forwards"] <= out["vanilla"]["stats"]["target_forwards"]
+
+
+def test_trace_prints_drafts_after_a_rejection():
+    """Drafts after the rejected one were never checked: they have no p or q (regression: IndexError)."""
+    import io
+
+    from tinyspec.speculative import StepTrace
+
+    class Tok:
+        def decode(self, ids):
+            return str(ids[0])
+
+    out = io.StringIO()
+    cli.print_trace([StepTrace(5, [1, 2, 3], [1.0, 0.0], [1.0, 1.0], [], 1, 9, "correction", [1, 9])], Tok(), out)
+    assert "+'1' p=1.000" in out.getvalue() and "x'2' p=0.000" in out.getvalue() and ".'3'" in out.getvalue()

@@ -253,7 +253,8 @@ def print_trace(trace, tok, out=None):
         for i, d in enumerate(step.drafted):
             u = f" u={step.uniforms[i]:.3f}" if i < len(step.uniforms) else ""
             mark = "+" if i < step.accepted else ("x" if i == step.accepted else ".")
-            drafts.append(f"{mark}{show(d)} p={step.p_draft[i]:.3f} q={step.q_draft[i]:.3f}{u}")
+            pq = f" p={step.p_draft[i]:.3f} q={step.q_draft[i]:.3f}" if i < len(step.p_draft) else ""  # unchecked
+            drafts.append(f"{mark}{show(d)}{pq}{u}")
         print(f"step {n:>3} @{step.position:>5}: kept {step.accepted}/{len(step.drafted)}; {step.final_kind} "
               f"{show(step.final_token)}" + ("  | " + "  ".join(drafts) if drafts else "  | (no draft)"),
               file=out)
