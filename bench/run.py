@@ -1,6 +1,6 @@
 """The benchmark by task: where speculative decoding pays, on this machine, with identical output.
 
-    python bench/run.py              # the full run (about 30 minutes on 2 cores): writes bench/results.md,
+    python bench/run.py              # the full run (20-35 minutes on 2 cores): writes bench/results.md,
                                      # bench/results.json and (with matplotlib) bench/results.png
     python bench/run.py --quick      # a smoke test: 2 prompts, 16 tokens, 1 repeat; prints the tables only
     python -m bench ...              # the same, from the repository root
@@ -13,7 +13,8 @@ For every prompt of bench/prompts.jsonl (six categories: code, code-edit, struct
 arithmetic, prose) and every drafter, batch 1:
 
 # 1. greedy   vanilla and speculative runs interleaved (V S V S ...), so both see the same machine load; the
-#             median of `repeats` timings each. The speculative tokens must equal the vanilla tokens exactly.
+#             median run of `repeats` each (the lower middle one: of two, the faster). The speculative tokens
+#             must equal the vanilla tokens exactly.
 # 2. sampled  the same at temperature 0.7 with the rejection verifier (same distribution, other tokens).
 # 3. costs    t1 = the vanilla time per decoded token; per speculative step, D = drafting time and W = the rest
 #             (the target's verify forward over k+1 tokens and the verification itself). With c = D / (k t1)
@@ -454,18 +455,18 @@ def plot(results_json: dict, path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    series = [(mode, row["drafter"]) for mode in ("greedy", "sampled") for row in results_json["summary"][mode]
-              if row["category"] == "all"]
+    series = [(mode, row["drafter"], row["prompts"]) for mode in ("greedy", "sampled")
+              for row in results_json["summary"][mode] if row["category"] == "all"]
     cats = [c for c in CATEGORIES + ("all",)
             if any(r["category"] == c for m in ("greedy", "sampled") for r in results_json["summary"][m])]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / max(len(series), 1)
-    for i, (mode, drafter) in enumerate(series):
+    for i, (mode, drafter, n) in enumerate(series):
         rows = {r["category"]: r for r in results_json["summary"][mode] if r["drafter"] == drafter}
         xs = [j + (i - (len(series) - 1) / 2) * width for j, c in enumerate(cats) if c in rows]
         ys = [rows[c]["speedup"] for c in cats if c in rows]
         pred = [rows[c]["predicted_speedup"] for c in cats if c in rows]
-        bars = ax.bar(xs, ys, width, label=f"{drafter}, {mode}")
+        bars = ax.bar(xs, ys, width, label=f"{drafter}, {mode} ({n} prompts)")
         ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=7, padding=1)
         ax.plot(xs, pred, "k.", markersize=6)
     ax.plot([], [], "k.", label="cost model")
@@ -587,9 +588,9 @@ def add_bench_arguments(p) -> None:
     p.add_argument("--k", type=int, default=4, help="tokens drafted per step (default 4)")
     p.add_argument("--adaptive", action="store_true", help="adaptive k (grow after full acceptance, shrink after "
                                                            "a rejection)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="greedy runs of vanilla and the first drafter per prompt, interleaved; the median is "
-                        "reported (default 3)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="greedy runs of vanilla and the first drafter per prompt, interleaved; the median run is "
+                        "reported, the lower middle one for an even count (default 2)")
     p.add_argument("--others-repeats", type=int, default=1, help="runs of the other drafters (default 1)")
     p.add_argument("--sampled-repeats", type=int, default=1,
                    help="runs of the sampled comparison (vanilla and the first drafter; 0 skips it; default 1)")

@@ -5,7 +5,7 @@
 # its trace, and see that the output is *identical* to plain greedy decoding while the target runs far
 # fewer forward passes. Finally, see why "identical" needs batch-invariant kernels.
 #
-# **Running time.** About 30 s on a 2-core laptop after the one-time conversion (about 15 s with
+# **Running time.** About 25 s on a 2-core laptop after the one-time conversion (about 15 s with
 # `TINYSPEC_QUICK=1`).
 #
 # The drafter here is prompt lookup (`NgramDrafter`): it finds the last few tokens earlier in the text and

@@ -7,7 +7,7 @@
 # on four tokens, prove that the emitted token follows p *exactly*, break the rule three ways to see why
 # every piece is needed, and then check it empirically on the real model's own p and q.
 #
-# **Running time.** About 30 s on a 2-core laptop after the one-time conversion (about 15 s with
+# **Running time.** About 15 s on a 2-core laptop after the one-time conversion (about 10 s with
 # `TINYSPEC_QUICK=1`).
 #
 # Notation (Leviathan et al.): p is the target's warped distribution, q the drafter's, beta the chance a

@@ -13,14 +13,12 @@
 # | toy draft model (a random tiny Gemma) | yes | no |
 # | MTP (a small network reading the target's hidden state, trained for it) | yes | as well as its training made it |
 #
-# **Running time.** About 60 s on a 2-core laptop after the one-time conversion (about 20 s with
+# **Running time.** About 40 s on a 2-core laptop after the one-time conversion (about 20 s with
 # `TINYSPEC_QUICK=1`). Greedy decoding throughout: every run must equal vanilla, token for token.
 
 # %%
 import os
 import time
-
-import numpy as np
 
 from tinyspec import plots, theory
 from tinyspec.cli import EXAMPLE_PROMPT

@@ -20,8 +20,6 @@
 import os
 import time
 
-import numpy as np
-
 from tinyspec import measure, plots, theory
 from tinyspec.cli import EXAMPLE_PROMPT
 from tinyspec.decoding import Stats, generate
@@ -33,7 +31,7 @@ from tinyspec.tokenizer import Tokenizer
 from tinyspec.weights import ensure_converted
 
 QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
-N_NEW = 8 if QUICK else 32
+N_NEW = 8 if QUICK else 24
 KS = [1, 4] if QUICK else [1, 2, 4, 6, 8]
 ALPHA = 0.8
 SEED = 77
@@ -72,8 +70,8 @@ tok = Tokenizer.from_file(weights_dir / "tokenizer.json")
 print(f"loaded in {time.perf_counter() - t0:.1f} s; backend {model.backend}")
 ids = tok.encode(EXAMPLE_PROMPT)
 repeats = 1 if QUICK else 3
-t1 = measure.forward_seconds(model, 1, context=len(ids), repeats=repeats)
-v = {k: measure.forward_seconds(model, k + 1, context=len(ids), repeats=repeats) / t1 for k in KS}
+t1 = measure.forward_seconds(model, 1, context=64, repeats=repeats, seed=SEED)
+v = {k: measure.forward_seconds(model, k + 1, context=64, repeats=repeats, seed=SEED) / t1 for k in KS}
 print("v(k): " + ", ".join(f"v({k}) = {v[k]:.2f}" for k in KS) + f"   (one-token forward: {t1 * 1e3:.0f} ms)")
 
 # %% [markdown]
@@ -91,9 +89,9 @@ decode_seconds = lambda s: s.seconds - s.prefill_seconds  # the prefill is the s
 print(f"vanilla: {N_NEW} tokens in {decode_seconds(vstats):.2f} s of decoding ({vstats.target_forwards} forwards)")
 
 
-def sweep(make_drafter):
+def sweep(make_drafter, ks=KS):
     rows = []
-    for k in KS:
+    for k in ks:
         stats, trace = SpecStats(), []
         out = list(speculative_generate(model, make_drafter(), ids, N_NEW, k=k, stats=stats, trace=trace))
         assert out == vanilla, f"k = {k}: output differs from vanilla"
@@ -128,7 +126,7 @@ print(f"best k: measured {best_measured}, predicted {best_formula}")
 # assumes independence, is only a guide: compare the columns.
 
 # %%
-ngram_rows = sweep(lambda: NgramDrafter(max_n=3))
+ngram_rows = sweep(lambda: NgramDrafter(max_n=3), ks=[1, 4] if QUICK else [1, 2, 4, 8])
 print(f"best k for prompt lookup here: {max(ngram_rows, key=lambda r: r['measured'])['k']}")
 
 # %% [markdown]

@@ -8,7 +8,7 @@
 # position: identical text, token for token. (Cf. Daliri et al. 2024, "drafter-invariant speculative
 # decoding".)
 #
-# **Running time.** About 40 s on a 2-core laptop after the one-time conversion (about 15 s with
+# **Running time.** About 30 s on a 2-core laptop after the one-time conversion (about 15 s with
 # `TINYSPEC_QUICK=1`).
 
 # %%

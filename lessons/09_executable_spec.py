@@ -7,7 +7,7 @@
 # Here we run one property live, then break the loop on purpose and watch Hypothesis find, and shrink, a
 # counterexample. Then the same for the math of rejection sampling.
 #
-# **Running time.** About 20 s on a 2-core laptop (about 10 s with `TINYSPEC_QUICK=1`). No real weights:
+# **Running time.** About 10 s on a 2-core laptop (about 5 s with `TINYSPEC_QUICK=1`). No real weights:
 # the properties run on tiny random models, where hundreds of cases take seconds.
 #
 # Needs Hypothesis (`pip install -e ".[test]"`).

@@ -187,4 +187,4 @@ def test_cli_wiring():
     args = parser.parse_args(["bench", "--quick", "--drafters", "ngram:2", "--backend", "numpy"])
     assert args.quick and args.drafters == "ngram:2" and args.backend == "numpy" and args.func is run.cmd_bench
     args = run.build_parser().parse_args(["--k", "8", "--sampled-repeats", "0"])
-    assert args.k == 8 and args.sampled_repeats == 0 and args.repeats == 3
+    assert args.k == 8 and args.sampled_repeats == 0 and args.repeats == 2

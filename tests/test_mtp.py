@@ -309,6 +309,12 @@ def test_batched_target_equals_model_hidden():
     for seed, f in zip(seeds, feats):
         continuation = generate_ids(target, seed, 6)
         assert f.tokens[len(seed):].tolist() == continuation[:5] and f.argmax[-1] == continuation[5]
+    # BOS alone, the first 3 tokens sampled: the labels are still the target's greedy choices at every position
+    feats = data.generate_features(target, [np.array([2])] * 2, 8, (1, 2), rng=np.random.default_rng(SEED),
+                                   sample_first=3, first_temperature=1.0)
+    for f in feats:
+        assert np.array_equal(f.argmax, np.argmax(target.forward(f.tokens, target.new_cache(16)), axis=-1))
+        assert f.tokens[4:].tolist() == f.argmax[3:-1].tolist()  # greedy after the sampled opening
 
 
 # --- the shipped drafter on the real Gemma 3 270M ---------------------------------------------------------------
@@ -362,3 +368,38 @@ def test_rejection_sampling_with_the_shipped_drafter_runs(gemma, gemma_tokenizer
                                    params, verifier="rejection", k=3, stats=stats, trace=trace)
     assert len(out) == 12 and all(0 <= t < gemma.cfg.vocab_size for t in out)
     assert all(0 < q <= 1 for step in trace for q in step.q_draft)
+
+
+# --- the whole training run, on a tiny target ----------------------------------------------------------------
+
+class CharTokenizer:
+    """A stand-in for the real tokenizer, for a 32-token target: each character -> 4 + ord(ch) % 28."""
+    bos_id = 2
+
+    def encode(self, text, add_bos=True):
+        return ([2] if add_bos else []) + [4 + ord(ch) % 28 for ch in text]
+
+
+def test_train_makes_a_drafter_and_resumes(tmp_path):
+    from tinyspec.decoding import generate_ids
+    from tinyspec.drafters.mtp import MTPDrafter
+    from tinyspec.model import Model
+    from tinyspec.mtp import train
+    from tinyspec.speculative import speculative_generate_ids
+
+    target = tiny_target(4, backend="numpy")
+    tc = train.quick_config(minutes=0.1, seq_len=16, gen_batch=8, gen_sampled=2, gen_new=6, text_batch=2,
+                            heldout_seqs=2, num_draft_tokens=16, max_code_files=2, eval_minutes=0.02,
+                            checkpoint_minutes=0.02)
+    work, out = tmp_path / "work", tmp_path / "drafter.npz"
+    report = train.train(target, CharTokenizer(), tc, work, out, excluded_lines=[])
+    assert report["data"]["train_seqs"] > 0 and report["steps"] > 0 and 0 <= report["final_eval"]["acc1"] <= 1
+    jobs = report["data"]["jobs"]
+    again = train.train(target, CharTokenizer(), tc, work, out, excluded_lines=[])  # resumes: no new data
+    assert again["data"]["jobs"] == jobs and again["steps"] >= report["steps"]
+    with pytest.raises(ValueError, match="other settings"):
+        train.train(target, CharTokenizer(), train.quick_config(minutes=0.2), work, out, excluded_lines=[])
+    drafter = MTPDrafter.load(out)
+    assert len(drafter.vocab) == 16
+    target = Model(target.cfg, target.weights, "numba")  # the batch-invariant kernels for the greedy check
+    assert speculative_generate_ids(target, drafter, [2, 5, 6], 10, k=3) == generate_ids(target, [2, 5, 6], 10)

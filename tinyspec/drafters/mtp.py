@@ -54,6 +54,7 @@ class MTPDrafter(Drafter):
         E = target.model.weights.embed_tokens  # [V, d]  the target's tied embedding
         self.E_sub = np.ascontiguousarray(E[self.vocab])  # [N, d]  the head's rows
         self.scale = np.float32(np.sqrt(tcfg.hidden_size))  # Gemma scales embeddings by sqrt(d)
+        self.matmul = target.model.ops.matmul  # the target's backend: one row at a time, it beats a busy BLAS
 
     def _choose(self, logits, position):  # [N] -> (token id, q [V] float64 or None)
         s = self.sampling
@@ -74,8 +75,8 @@ class MTPDrafter(Drafter):
         tokens, qs = [], []
         for i in range(k):
             e = self.target.model.weights.embed_tokens[[token]] * self.scale  # [1, d]
-            h, _ = net.step_forward(self.params, c, e, h, kv, positions=[L + i], lengths=[L])  # [1, d]
-            logits = net.head_forward(h, self.E_sub)[0]  # [N]
+            h, _ = net.step_forward(self.params, c, e, h, kv, [L + i], [L], self.matmul)  # [1, d]
+            logits = net.head_forward(h, self.E_sub, self.matmul)[0]  # [N]
             token, q = self._choose(logits, position=L + 1 + i)  # d_{i+1} sits at position L + 1 + i
             tokens.append(token)
             qs.append(q)

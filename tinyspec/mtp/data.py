@@ -3,8 +3,10 @@
 Text (all offline, in a fixed order):
     docs      Python's bundled documentation, `pydoc_data.topics` (English prose about Python)
     code      Python standard-library source files (code, comments, docstrings)
-    self      text the target writes itself: greedy (and some sampled) continuations of short openings, so the
-              drafter sees the target's own style, repetitions included, as it will when drafting for it
+    self      text the target writes itself: it samples an opening from nothing but BOS (temperature 1: any
+              topic, language or format it knows), then continues greedily; or continues a corpus prefix
+              greedily. So the drafter sees the target's own greedy style, repetitions included, as it will
+              when drafting for it
 
 Documents are cut into sequences of `seq_len` tokens (BOS first). Every 10th document goes to the held-out
 split. Any document containing a line of a bench prompt (bench/prompts.jsonl) is dropped: the benchmark
@@ -33,23 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from ..model import embed, gelu_tanh, rope
-
-# Openings for the target's own text: generic beginnings of prose, lists, letters, code and data, written
-# for this purpose (none comes from the benchmark's prompts).
-OPENINGS = [
-    "The history of the bicycle", "Once upon a time, a young fox", "To whom it may concern,\n\nI am writing to",
-    "In this article we explain how", "Chapter 1\n\nThe morning was", "The main advantages of renewable energy are",
-    "Here is a simple recipe for bread:\n\n", "Climate change is one of the", "The city council met on Monday to",
-    "My favourite book is", "Photosynthesis is the process by which", "How to write a good essay:\n\n1.",
-    "The meeting notes:\n\n-", "Q: What is the capital of Spain?\nA:", "Water boils at 100 degrees Celsius because",
-    "The French Revolution began in", "A good night's sleep is important for", "Summary of the report:\n",
-    "The rules of chess are simple.", "It was a cold winter evening when", "Product description:\n",
-    "The solar system consists of", "Abstract\n\nWe study", "Lesson 3: Fractions\n\n", "The old clockmaker",
-    "Travel tips for visiting Japan:\n", "The human heart has four chambers", "def fibonacci(n):\n",
-    "import numpy as np\n\n", "class Queue:\n", "SELECT name, age FROM users WHERE", '{\n  "name": "',
-    "<html>\n<head>\n", "# Install the package\n\n```bash\n", "function add(a, b) {\n", "id,score\n1,",
-    "The answer to 12 times 7 is", "Translate to German: Good morning ->", "Once there was a little robot who",
-]
 
 
 @dataclass
@@ -149,15 +134,23 @@ def batched_hidden(model, caches, tokens, capture_layer: int):  # [B, M] -> ([B,
     return h.reshape(B, M, d), captured.reshape(B, M, d)
 
 
-def head_argmax(model, h, temperature: float = 0.0, rng=None, rows: int = 64):  # [R, d] -> [R]
-    """The target's next token for each row: argmax of its logits, or a draw at `temperature` (Gumbel-max)."""
-    out = np.empty(len(h), dtype=np.int64)
+def head_choose(model, h, temperature=0.0, rng=None, rows: int = 64):  # [R, d] -> ([R], [R])
+    """The target's greedy choice (argmax of its logits) for each row, and the token it picks at `temperature`
+    (a number, or one per row): the argmax again at 0, else a Gumbel-max draw from softmax(logits / T)."""
+    temperature = np.broadcast_to(np.asarray(temperature, dtype=np.float32), (len(h),))  # [R]
+    argmax, chosen = np.empty(len(h), dtype=np.int64), np.empty(len(h), dtype=np.int64)
     for s in range(0, len(h), rows):
         logits = model.head(h[s: s + rows])  # [rows, V]
-        if temperature > 0:
-            logits = logits / np.float32(temperature) + rng.gumbel(size=logits.shape).astype(np.float32)
-        out[s: s + rows] = np.argmax(logits, axis=-1)
-    return out
+        argmax[s: s + rows] = np.argmax(logits, axis=-1)
+        chosen[s: s + rows] = argmax[s: s + rows]
+        for j in np.flatnonzero(temperature[s: s + rows] > 0):
+            noise = rng.gumbel(size=logits.shape[1]).astype(np.float32)
+            chosen[s + j] = np.argmax(logits[j] / temperature[s + j] + noise)
+    return argmax, chosen
+
+
+def head_argmax(model, h):  # [R, d] -> [R]
+    return head_choose(model, h)[0]
 
 
 def features_of(cache, tokens, h, r, layers, argmax) -> Features:
@@ -176,30 +169,37 @@ def prefill_features(model, tokens, layers, with_argmax: bool = True) -> Feature
     return features_of(cache, tokens, h[0], r[0], layers, argmax)
 
 
-def generate_features(model, seeds, n_new: int, layers, temperature: float = 0.0, rng=None) -> list[Features]:
-    """The target continues each seed (any lengths) by n_new tokens, all seeds in one batch per step."""
+def generate_features(model, seeds, n_new: int, layers, temperature: float = 0.0, rng=None,
+                      sample_first=0, first_temperature: float = 1.0) -> list[Features]:
+    """The target continues each seed (any lengths; all in one batch per step) by n_new tokens: the first
+    `sample_first` (a number, or one per seed) drawn at `first_temperature` (the target's own varied openings),
+    the rest at `temperature` (0: greedy, the text speculative decoding will see). The last token appears only
+    as the final label."""
     B = len(seeds)
     caches = [model.new_cache(len(s) + n_new) for s in seeds]
-    hs, rs, toks, nxt = [], [], [], []
-    for c, seed in zip(caches, seeds):  # prefill each seed on its own (they differ in length)
+    hs, rs, toks, argmaxes = [], [], [], []
+    for c, seed in zip(caches, seeds):  # prefill each seed on its own (they may differ in length)
         h, r = batched_hidden(model, [c], np.asarray(seed)[None, :], capture_layer=layers[0])
-        hs.append([h[0]]), rs.append([r[0]]), toks.append([np.asarray(seed)])
-    nxt = head_argmax(model, np.stack([h[-1][-1] for h in hs]), temperature, rng)  # [B]
-    for _ in range(n_new - 1):
+        hs.append([h[0]])
+        rs.append([r[0]])
+        toks.append([np.asarray(seed)])
+        argmaxes.append([head_argmax(model, h[0, :-1])])  # the seed's own positions (none for BOS alone)
+    last = np.stack([h[-1][-1] for h in hs])  # [B, d]
+    for i in range(n_new):
+        argmax, nxt = head_choose(model, last, np.where(i < np.asarray(sample_first), first_temperature,
+                                                        temperature), rng)
+        for b in range(B):
+            argmaxes[b].append(argmax[b: b + 1])
+        if i == n_new - 1:
+            break
         h, r = batched_hidden(model, caches, nxt[:, None], capture_layer=layers[0])  # [B, 1, d]
         for b in range(B):
-            hs[b].append(h[b]), rs[b].append(r[b]), toks[b].append(nxt[b: b + 1])
-        nxt = head_argmax(model, h[:, 0], temperature, rng)  # [B]
-    out = []
-    for b in range(B):
-        tokens, h, r = np.concatenate(toks[b]), np.concatenate(hs[b]), np.concatenate(rs[b])  # [S], [S, d]
-        P = len(seeds[b])
-        if temperature == 0:  # past the seed, the greedy choices are the tokens themselves
-            argmax = np.concatenate([head_argmax(model, h[: P - 1]), tokens[P:], nxt[b: b + 1]])
-        else:
-            argmax = head_argmax(model, h)
-        out.append(features_of(caches[b], tokens, h, r, layers, argmax))
-    return out
+            hs[b].append(h[b])
+            rs[b].append(r[b])
+            toks[b].append(nxt[b: b + 1])
+        last = h[:, 0]
+    return [features_of(caches[b], np.concatenate(toks[b]), np.concatenate(hs[b]), np.concatenate(rs[b]), layers,
+                        np.concatenate(argmaxes[b])) for b in range(B)]
 
 
 # --- storing features ----------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from ..model import gelu_tanh, rope
 
 # --- linear: y = x W^T (a checkpoint's [out, in] layout, like every matrix in tinyspec) --------------------
 
-def linear_forward(x, W):  # [M, K], [N, K] -> [M, N]
-    return x @ W.T, (x, W)
+def linear_forward(x, W, matmul=None):  # [M, K], [N, K] -> [M, N]
+    """x W^T; `matmul` (e.g. the target's backend kernel, faster for one row than a busy BLAS) may compute it."""
+    return (x @ W.T if matmul is None else matmul(x, W)), (x, W)
 
 
 def linear_backward(dy, tape):  # [M, N] -> ([M, K], [N, K])

@@ -118,26 +118,26 @@ def init_from_target(c: MTPConfig, weights, seed: int = 0) -> dict:
 
 # --- one draft step -------------------------------------------------------------------------------------
 
-def block_forward(p, b: int, c: MTPConfig, x, K, V, positions, lengths):  # [M, d] -> [M, d]
+def block_forward(p, b: int, c: MTPConfig, x, K, V, positions, lengths, matmul=None):  # [M, d] -> [M, d]
     """x + post_norm(attention(norm(x)));  then x + post_norm(mlp(norm(x))). K, V: [T, hd] of layer b's source."""
     w = lambda part: p[f"blocks.{b}.{part}"]  # noqa: E731
     eps, M, H, hd = c.rms_norm_eps, x.shape[0], c.num_heads, c.head_dim
     t = {}
     a, t["ln1"] = rms_norm_forward(x, w("input_layernorm"), eps)  # [M, d]
-    q, t["q"] = linear_forward(a, w("q_proj"))  # [M, H*hd]
+    q, t["q"] = linear_forward(a, w("q_proj"), matmul)  # [M, H*hd]
     q, t["qn"] = rms_norm_forward(q.reshape(M * H, hd), w("q_norm"), eps)  # [M*H, hd]
     q, t["rope"] = rope_forward(q.reshape(M, H, hd), positions, c.rope_thetas[b])  # [M, H, hd]
     mask = visible(positions, lengths, K.shape[0], c.windows[b])  # [M, T]
     o, t["attn"] = attention_forward(q, K, V, mask, c.query_scale)  # [M, H, hd]
-    o, t["o"] = linear_forward(o.reshape(M, H * hd), w("o_proj"))  # [M, d]
+    o, t["o"] = linear_forward(o.reshape(M, H * hd), w("o_proj"), matmul)  # [M, d]
     o, t["ln2"] = rms_norm_forward(o, w("post_attention_layernorm"), eps)  # [M, d]
     x = x + o  # [M, d]
     m, t["ln3"] = rms_norm_forward(x, w("pre_feedforward_layernorm"), eps)  # [M, d]
-    g, t["gate"] = linear_forward(m, w("gate_proj"))  # [M, f]
-    u, t["up"] = linear_forward(m, w("up_proj"))  # [M, f]
+    g, t["gate"] = linear_forward(m, w("gate_proj"), matmul)  # [M, f]
+    u, t["up"] = linear_forward(m, w("up_proj"), matmul)  # [M, f]
     ga, t["gelu"] = gelu_forward(g)  # [M, f]
     t["gu"] = (ga, u)
-    y, t["down"] = linear_forward(ga * u, w("down_proj"))  # [M, d]
+    y, t["down"] = linear_forward(ga * u, w("down_proj"), matmul)  # [M, d]
     y, t["ln4"] = rms_norm_forward(y, w("post_feedforward_layernorm"), eps)  # [M, d]
     return x + y, t  # [M, d]
 
@@ -166,18 +166,19 @@ def block_backward(dx, t, b: int, grads: dict):  # [M, d] -> [M, d]; adds to gra
     return dx + dxa  # [M, d]
 
 
-def step_forward(p, c: MTPConfig, e, h, kv, positions, lengths):  # [M, d], [M, d] -> [M, d]
+def step_forward(p, c: MTPConfig, e, h, kv, positions, lengths, matmul=None):  # [M, d], [M, d] -> [M, d]
     """One draft step for M rows of one sequence. e: the newest tokens' scaled embeddings, h: the hidden state
     before them; kv: per block (K [T, hd], V [T, hd]) of its source layer; positions: each row's position;
-    lengths: how many cached positions each row may read. Returns the predicted final hidden state."""
+    lengths: how many cached positions each row may read; matmul: optional x W^T kernel (see layers.py).
+    Returns the predicted final hidden state."""
     eps = c.rms_norm_eps
     tape = {}
     ue, tape["ne"] = rms_norm_forward(e, p["norm_e"], eps)  # [M, d]
     uh, tape["nh"] = rms_norm_forward(h, p["norm_h"], eps)  # [M, d]
-    x, tape["proj"] = linear_forward(np.concatenate([ue, uh], axis=-1), p["proj"])  # [M, d]
+    x, tape["proj"] = linear_forward(np.concatenate([ue, uh], axis=-1), p["proj"], matmul)  # [M, d]
     tape["blocks"] = []
     for b in range(c.num_blocks):
-        x, tb = block_forward(p, b, c, x, kv[b][0], kv[b][1], positions, lengths)  # [M, d]
+        x, tb = block_forward(p, b, c, x, kv[b][0], kv[b][1], positions, lengths, matmul)  # [M, d]
         tape["blocks"].append(tb)
     h_next, tape["norm"] = rms_norm_forward(x, p["norm"], eps)  # [M, d]
     return h_next, tape
@@ -196,8 +197,8 @@ def step_backward(dh_next, tape, c: MTPConfig):  # [M, d] -> (grads, dh [M, d])
     return grads, dh
 
 
-def head_forward(h, E_sub):  # [M, d], [N, d] -> [M, N]
-    return h @ E_sub.T
+def head_forward(h, E_sub, matmul=None):  # [M, d], [N, d] -> [M, N]
+    return linear_forward(h, E_sub, matmul)[0]
 
 
 # --- the weights file -----------------------------------------------------------------------------------

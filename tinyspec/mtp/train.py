@@ -36,11 +36,12 @@ class TrainConfig:
     seq_len: int = 256  # tokens per training sequence (BOS first)
     num_draft_tokens: int = 8192  # N: the head's vocabulary subset
     gen_batch: int = 16  # continuations the target writes at once (one batched forward per step)
-    gen_new: int = 192  # tokens per continuation
-    text_batch: int = 16  # corpus chunks per data job
-    heldout_seqs: int = 12  # held-out corpus chunks (their features include the target's full argmax)
+    gen_sampled: int = 24  # tokens the target samples (temperature 1) after a bare BOS: its own opening
+    gen_new: int = 128  # greedy tokens per continuation
+    text_batch: int = 8  # corpus chunks per data job
+    heldout_seqs: int = 8  # held-out corpus chunks (their features include the target's full argmax)
     max_code_files: int = 200  # standard-library modules read, in alphabetical order
-    lr: float = 3e-4  # Adam's peak learning rate (cosine decay to a tenth over the training time)
+    lr: float = 5e-4  # Adam's peak learning rate (cosine decay to a tenth over the training time)
     betas: tuple = (0.9, 0.99)
     clip: float = 1.0  # the global gradient norm is clipped to this
     reg_weight: float = 1.0  # weight of the hidden-state regression (relative squared error)
@@ -57,7 +58,7 @@ class TrainConfig:
 def quick_config(minutes: float = 3.0, **overrides) -> TrainConfig:
     """A few minutes' worth of everything (short sequences, small batches, a 2048-token head): for lessons and
     smoke tests. The drafter it makes is weak; the shipped one used TrainConfig() for 55 minutes."""
-    small = dict(minutes=minutes, seq_len=64, gen_batch=8, gen_new=48, text_batch=4, heldout_seqs=4,
+    small = dict(minutes=minutes, seq_len=64, gen_batch=8, gen_sampled=8, gen_new=32, text_batch=4, heldout_seqs=4,
                  num_draft_tokens=2048, max_code_files=20, eval_minutes=0.5, checkpoint_minutes=0.5)
     small.update(overrides)
     return TrainConfig(**small)
@@ -91,7 +92,9 @@ class Progress:
 
 def plan_jobs(tokenizer, tc: TrainConfig, excluded_lines=()):
     """The data jobs in a fixed order: held-out chunks, then self-written text and corpus chunks alternating.
-    Each job is (kind, payload): ("heldout"|"text", [(name, ids)]) or ("gen", (round, [(name, seed ids)]))."""
+    Each job is (kind, payload): ("heldout"|"text", [(name, ids)]) or ("gen", (round, [(name, seed ids)])):
+    a generation round's seeds are BOS alone (5 in 8: the target samples its own opening) or a 16 to 48 token
+    prefix of a training chunk."""
     rng = np.random.default_rng(tc.seed)
     train = {"docs": [], "code": []}
     heldout = []
@@ -101,34 +104,35 @@ def plan_jobs(tokenizer, tc: TrainConfig, excluded_lines=()):
         train[kind] = [train[kind][i] for i in rng.permutation(len(train[kind]))]
     heldout = [heldout[i] for i in rng.permutation(len(heldout))][: tc.heldout_seqs]
     text = [c for pair in zip(train["docs"], train["code"]) for c in pair]  # alternate prose and code
-    openings = [np.array(tokenizer.encode(o)) for o in data.OPENINGS]  # BOS first
     jobs = [("heldout", heldout)]
     n_text_jobs = (len(text) + tc.text_batch - 1) // tc.text_batch
+    k = 0  # the next training chunk to take a seed prefix from
     for r in range(max(n_text_jobs, 1)):
-        seeds = []  # openings, and prefixes of training chunks (16 to 48 tokens)
+        seeds = []
         for b in range(tc.gen_batch):
-            if b % 3 == 0:
-                seeds.append((f"open:{(r * tc.gen_batch + b) % len(openings)}", openings[(r * tc.gen_batch + b) % len(openings)]))
+            if b % 8 < 5:
+                seeds.append(("bos", np.array([tokenizer.bos_id])))
             else:
-                name, ids = text[(r * tc.gen_batch + b) % len(text)]
+                name, ids = text[-1 - k % len(text)]  # from the end of the list: text jobs start at the front
                 seeds.append((f"seed:{name}", ids[: int(rng.integers(16, 49))]))
+                k += 1
         jobs.append(("gen", (r, seeds)))
         jobs.append(("text", text[r * tc.text_batch: (r + 1) * tc.text_batch]))
     return jobs
 
 
 def run_job(model, job, tc: TrainConfig, layers):
-    """Features and names of one job; a generated sequence is held out when its batch index is 7 mod 8."""
+    """Features, names and held-out flags of one job; generated sequence b is held out when b % 8 == 7."""
     kind, payload = job
     if kind in ("heldout", "text"):
         feats = [data.prefill_features(model, ids, layers, with_argmax=(kind == "heldout")) for _, ids in payload]
         return feats, [name for name, _ in payload], [kind == "heldout"] * len(payload)
     r, seeds = payload
-    temperature = 0.7 if r % 3 == 2 else 0.0  # one round in three sampled, the rest greedy
     rng = np.random.default_rng([tc.seed, r])
-    feats = data.generate_features(model, [s for _, s in seeds], tc.gen_new, layers, temperature, rng)
-    names = [f"gen{r}:{name}:T{temperature}" for name, _ in seeds]
-    return feats, names, [b % 8 == 7 for b in range(len(seeds))]
+    sample_first = [tc.gen_sampled if name == "bos" else 0 for name, _ in seeds]
+    feats = data.generate_features(model, [s for _, s in seeds], tc.gen_sampled + tc.gen_new, layers,
+                                   temperature=0.0, rng=rng, sample_first=sample_first, first_temperature=1.0)
+    return feats, [f"gen{r}.{b}:{name}" for b, (name, _) in enumerate(seeds)], [b % 8 == 7 for b in range(len(seeds))]
 
 
 # --- 2. vocabulary -------------------------------------------------------------------------------------------
@@ -311,14 +315,15 @@ def train(model, tokenizer, tc: TrainConfig = TrainConfig(), work_dir="weights/m
     # 1. data
     jobs = plan_jobs(tokenizer, tc, excluded)
     data_budget = tc.data_share * budget
-    durations = {"heldout": 5.0 * tc.heldout_seqs, "text": 3.0 * tc.text_batch, "gen": 1.5 * tc.gen_new}  # priors (s)
+    durations = {"heldout": 5.0 * tc.heldout_seqs, "text": 3.0 * tc.text_batch,
+                 "gen": 0.04 * tc.gen_batch * (tc.gen_sampled + tc.gen_new)}  # priors (s)
     while not st["data_done"]:
         i = st["jobs_done"]
         if i >= len(jobs):
             break
         kind = jobs[i][0]
         guess = durations[kind]
-        if i > 0 and elapsed() + guess > data_budget:
+        if i > 1 and elapsed() + guess > data_budget:  # jobs 0 and 1 (held-out, training) always run
             break
         progress("data", elapsed() / data_budget, f"job {i + 1}: {kind}, {elapsed() / 60:.1f} of "
                  f"{data_budget / 60:.1f} min", force=True)
@@ -341,6 +346,8 @@ def train(model, tokenizer, tc: TrainConfig = TrainConfig(), work_dir="weights/m
                   "minutes": round(elapsed() / 60, 2)}
     progress("data", 1.0, f"{len(train_feats)} training sequences ({n_tokens} tokens), {len(held_feats)} held out",
              force=True)
+    if not train_feats or not held_feats:
+        raise ValueError("no training or no held-out sequences: give the run more minutes (or a longer corpus)")
     # 2. vocabulary, 3. fit (or the checkpoint)
     E = model.weights.embed_tokens
     ckpt = work.dir / "checkpoint.npz"
@@ -394,7 +401,7 @@ def train(model, tokenizer, tc: TrainConfig = TrainConfig(), work_dir="weights/m
         return ev
 
     ev = st["log"][-1] if st["log"] else st["init_eval"]
-    while time.time() - t_phase < train_budget and train_feats:
+    while time.time() - t_phase < train_budget:
         grads = {}
         for _ in range(tc.batch_seqs):
             if pos >= len(order):
