@@ -29,9 +29,11 @@ verifying 8 tokens costs little more than decoding 1; BLAS gemm, by contrast, co
 (bench/kernels.py measures both).
 
 Small problems run on the calling thread alone (below PARALLEL_MIN_WORK multiply-adds): waking a second
-thread costs microseconds on an idle machine, and milliseconds on an oversubscribed one, where every parallel
-call waits for the OS to schedule its other thread (measured here at load 10: ~16 ms per call).
-NUMBA_NUM_THREADS=1 makes every kernel single-threaded, with bitwise the same results.
+thread costs microseconds on an idle machine, more than a k_proj at decode takes. The threshold is set for an
+idle machine, where splitting a block's larger matrices over both cores made a one-token forward about 20%
+faster (measured on 2 cores). On an oversubscribed machine every parallel call waits for the OS to schedule
+its other thread (measured here at load 10: ~16 ms per call): there, NUMBA_NUM_THREADS=1 makes every kernel
+single-threaded, with bitwise the same results.
 
 # 3. The backend table
 
@@ -62,10 +64,9 @@ CHUNKS = 8  # terms each lane adds per panel (one loop trip); a panel covers LAN
 PANEL = LANES * CHUNKS  # 128: K is walked in panels of 128, the remaining K % 128 values go lane by lane
 ROWS_X = 16  # rows of x served by each panel of W before the next panel (acc: 16 x 4 x 16 floats = 4 KB)
 BLOCK_N = 32  # rows of W per parallel task
-# multiply-adds below which a kernel runs on the calling thread alone: every block matmul at decode and
-# verification sizes (waking a second thread can cost more than the whole product on a shared machine, see
-# the module docstring); the 262144-row LM head always runs in parallel
-PARALLEL_MIN_WORK = 1 << 24
+# multiply-adds below which a kernel runs on the calling thread alone (k_proj, v_proj and short attention at
+# decode); q_proj, o_proj, the MLP and the LM head run on all threads (see the module docstring)
+PARALLEL_MIN_WORK = 1 << 18
 MAX_INVARIANT_ROWS = 64  # above this many rows (the prefill) the numba table hands matmul to BLAS
 _FMA = {"contract"}  # fuse a += x * w into one FMA; no reassociation, so the order of every sum is the source's
 
