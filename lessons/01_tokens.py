@@ -12,28 +12,18 @@
 # converts them (about a minute, once).
 
 # %%
-import os
-import time
-
 import numpy as np
 
 from tinyspec import plots
 from tinyspec.decoding import generate_ids
-from tinyspec.model import Model
 from tinyspec.sampling import SamplingParams, sample, warp
-from tinyspec.tokenizer import Tokenizer
-from tinyspec.weights import ensure_converted
+from tinyspec.workshop import load_gemma, quick_mode
 
-QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")  # CI: fewer tokens and samples, same claims
+QUICK = quick_mode()  # CI: fewer tokens and samples, same claims
 SEED = 1234
 print(f"quick mode: {QUICK}, seed: {SEED}")
 
-t0 = time.perf_counter()
-weights_dir = ensure_converted()  # converts the packaged GGUF on first use
-model = Model.load(weights_dir)
-tok = Tokenizer.from_file(weights_dir / "tokenizer.json")
-print(f"loaded Gemma 3 270M from {weights_dir} in {time.perf_counter() - t0:.1f} s "
-      f"(backend {model.backend}, {model.cfg.vocab_size} tokens in the vocabulary)")
+model, tok = load_gemma()
 
 # %% [markdown]
 # ## 1. Text -> token ids

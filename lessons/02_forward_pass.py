@@ -14,7 +14,6 @@
 # agreement means something.
 
 # %%
-import os
 import time
 
 import numpy as np
@@ -22,19 +21,15 @@ import numpy as np
 from tinyspec import model as M
 from tinyspec.config import tiny_config
 from tinyspec.model import Model
-from tinyspec.tokenizer import Tokenizer
-from tinyspec.weights import ensure_converted, random_weights
+from tinyspec.weights import random_weights
+from tinyspec.workshop import load_gemma, quick_mode
 
-QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
+QUICK = quick_mode()
 SEED = 7
 print(f"quick mode: {QUICK}, seed: {SEED}")
 
-t0 = time.perf_counter()
-weights_dir = ensure_converted()
-model = Model.load(weights_dir)
-tok = Tokenizer.from_file(weights_dir / "tokenizer.json")
+model, tok = load_gemma()
 cfg, w = model.cfg, model.weights
-print(f"loaded in {time.perf_counter() - t0:.1f} s; backend {model.backend}")
 print(f"d = {cfg.hidden_size}, {cfg.num_layers} blocks, {cfg.num_heads} query heads sharing {cfg.num_kv_heads} "
       f"key/value head, head dim {cfg.head_dim}, MLP width {cfg.intermediate_size}, vocabulary {cfg.vocab_size}")
 

@@ -12,26 +12,17 @@
 # them and asserts only what holds on any machine.
 
 # %%
-import os
-import time
-
 import numpy as np
 
 from tinyspec import measure, plots
-from tinyspec.model import Model
-from tinyspec.tokenizer import Tokenizer
-from tinyspec.weights import ensure_converted
+from tinyspec.workshop import load_gemma, quick_mode
 
-QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
+QUICK = quick_mode()
 SEED = 3
 print(f"quick mode: {QUICK}, seed: {SEED}")
 
-t0 = time.perf_counter()
-weights_dir = ensure_converted()
-model = Model.load(weights_dir)
-tok = Tokenizer.from_file(weights_dir / "tokenizer.json")
+model, tok = load_gemma()
 cfg = model.cfg
-print(f"loaded in {time.perf_counter() - t0:.1f} s; backend {model.backend}")
 
 # %% [markdown]
 # ## 1. What the cache holds
@@ -70,6 +61,7 @@ t_cache = measure.forward_seconds(model, 1, context=len(ids), repeats=2 if QUICK
 t_none = measure.forward_seconds(model, len(ids) + 1, context=0, repeats=1 if QUICK else 2, seed=SEED)
 print(f"one new token: {t_cache * 1e3:.0f} ms with the cache, {t_none * 1e3:.0f} ms recomputing all "
       f"{len(ids) + 1} tokens")
+assert t_none < (len(ids) + 1) * t_cache / 2, "recomputing P + 1 tokens in one forward beats P + 1 forwards"
 
 # %% [markdown]
 # Recomputing all P + 1 tokens costs far less than P + 1 one-token forwards. That is the second fact of
@@ -115,11 +107,9 @@ print(f"reading the weights once takes at least {wb['total'] / bw * 1e3:.0f} ms;
 
 # %%
 Ms = [1, 8] if QUICK else [1, 2, 4, 8, 16]
-rows = []
-for m in Ms:
-    t = measure.forward_seconds(model, m, context=32, repeats=2 if QUICK else 3, seed=SEED)
-    bound = measure.roofline_seconds(wb["total"], measure.forward_flops(cfg, m, 32), bw, peak)
-    rows.append((m, t, bound))
+times = measure.forward_times(model, Ms, context=32, repeats=2 if QUICK else 3, seed=SEED)  # best of the repeats
+rows = [(m, times[m], measure.roofline_seconds(wb["total"], measure.forward_flops(cfg, m, 32), bw, peak))
+        for m in Ms]
 t1 = rows[0][1]
 print(f"{'M':>3} {'forward':>10} {'per token':>10} {'v = t(M)/t(1)':>14} {'roofline bound':>15}")
 for m, t, bound in rows:
@@ -136,6 +126,7 @@ assert t8 < 8 * t1, "8 tokens in one forward must cost less than 8 forwards of o
 # 1. Where does the time of a one-token forward go? Time `model.head(h)` alone for h of shape [1, 640]: the
 #    LM head reads 671 MB, about 60 % of all the bytes. What does that mean for a drafter that ends in the
 #    same head (the early-exit drafter of lesson 6)?
-# 2. Run section 5 with `Model.load(weights_dir, backend="numpy")` and compare: NumPy's BLAS picks
-#    different kernels for M = 1 and M > 1 (lesson 4 shows why that matters for exactness).
+# 2. Run section 5 again with `model = Model(model.cfg, model.weights, backend="numpy")` (`from tinyspec.model
+#    import Model`) and compare: NumPy's BLAS picks different kernels for M = 1 and M > 1 (lesson 4 shows why
+#    that matters for exactness).
 # 3. Extend `Ms` to 32 and 64. Where does the per-token cost stop falling? Compare with the ridge point.

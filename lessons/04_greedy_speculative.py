@@ -13,9 +13,6 @@
 # copies the input, it is often right.
 
 # %%
-import os
-import time
-
 import numpy as np
 
 from tinyspec.cli import EXAMPLE_PROMPT
@@ -24,19 +21,14 @@ from tinyspec.drafters import NgramDrafter
 from tinyspec.model import Model
 from tinyspec.sampling import SamplingParams
 from tinyspec.speculative import SpecStats, speculative_generate_ids, verify
-from tinyspec.tokenizer import Tokenizer
-from tinyspec.weights import ensure_converted
+from tinyspec.workshop import load_gemma, quick_mode
 
-QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
+QUICK = quick_mode()
 N_NEW = 8 if QUICK else 48
 K = 4
 print(f"quick mode: {QUICK}; greedy decoding (no randomness, no seed); {N_NEW} new tokens; k = {K}")
 
-t0 = time.perf_counter()
-weights_dir = ensure_converted()
-model = Model.load(weights_dir)
-tok = Tokenizer.from_file(weights_dir / "tokenizer.json")
-print(f"loaded in {time.perf_counter() - t0:.1f} s; backend {model.backend}")
+model, tok = load_gemma()
 ids = tok.encode(EXAMPLE_PROMPT)
 print(f"the prompt ({len(ids)} tokens):\n{EXAMPLE_PROMPT}")
 

@@ -14,21 +14,16 @@
 # draft is accepted.
 
 # %%
-import os
-import time
-
 import numpy as np
 
 from tinyspec import plots, theory
 from tinyspec.drafters import EarlyExitDrafter
-from tinyspec.model import Model
 from tinyspec.sampling import SamplingParams, sample, warp
 from tinyspec.speculative import SpecStats, acceptance_probability, residual_distribution, \
     speculative_generate_ids, verify
-from tinyspec.tokenizer import Tokenizer
-from tinyspec.weights import ensure_converted
+from tinyspec.workshop import load_gemma, quick_mode
 
-QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
+QUICK = quick_mode()
 SEED = 2023
 print(f"quick mode: {QUICK}, seed: {SEED}")
 
@@ -109,11 +104,7 @@ for label, dist in [("correct (residual)", out), ("accept every draft", accept_a
 # The claim, asserted below: every frequency lies within 4.5 standard errors sqrt(p (1 - p) / n) of p.
 
 # %%
-t0 = time.perf_counter()
-weights_dir = ensure_converted()
-model = Model.load(weights_dir)
-tok = Tokenizer.from_file(weights_dir / "tokenizer.json")
-print(f"loaded in {time.perf_counter() - t0:.1f} s; backend {model.backend}")
+model, tok = load_gemma()
 EXIT = 15
 prompt = "Once upon a time, there was a"
 ids = tok.encode(prompt)

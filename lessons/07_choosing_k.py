@@ -17,21 +17,16 @@
 # what does not.
 
 # %%
-import os
-import time
-
 from tinyspec import measure, plots, theory
 from tinyspec.cli import EXAMPLE_PROMPT
 from tinyspec.decoding import Stats, generate
 from tinyspec.drafters import NgramDrafter
 from tinyspec.drafters.oracle import OracleDrafter
-from tinyspec.model import Model
 from tinyspec.speculative import SpecStats, speculative_generate
-from tinyspec.tokenizer import Tokenizer
-from tinyspec.weights import ensure_converted
+from tinyspec.workshop import load_gemma, quick_mode
 
-QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
-N_NEW = 8 if QUICK else 24
+QUICK = quick_mode()
+N_NEW = 8 if QUICK else 32
 KS = [1, 4] if QUICK else [1, 2, 4, 6, 8]
 ALPHA = 0.8
 SEED = 77
@@ -63,15 +58,11 @@ print(plots.chart("expected speedup vs k (v = 1)", ks_paper, curves, png="07_for
 # not exactly one: v(k) = time(k + 1 tokens) / time(1 token), measured here.
 
 # %%
-t0 = time.perf_counter()
-weights_dir = ensure_converted()
-model = Model.load(weights_dir)
-tok = Tokenizer.from_file(weights_dir / "tokenizer.json")
-print(f"loaded in {time.perf_counter() - t0:.1f} s; backend {model.backend}")
+model, tok = load_gemma(reuse_prefill=True)  # every run below decodes the same prompt: prefill it once
 ids = tok.encode(EXAMPLE_PROMPT)
-repeats = 1 if QUICK else 3
-t1 = measure.forward_seconds(model, 1, context=64, repeats=repeats, seed=SEED)
-v = {k: measure.forward_seconds(model, k + 1, context=64, repeats=repeats, seed=SEED) / t1 for k in KS}
+times = measure.forward_times(model, [1] + [k + 1 for k in KS], context=64, repeats=2 if QUICK else 3, seed=SEED)
+t1 = times[1]
+v = {k: times[k + 1] / t1 for k in KS}
 print("v(k): " + ", ".join(f"v({k}) = {v[k]:.2f}" for k in KS) + f"   (one-token forward: {t1 * 1e3:.0f} ms)")
 
 # %% [markdown]

@@ -12,22 +12,16 @@
 # `TINYSPEC_QUICK=1`).
 
 # %%
-import os
-import time
-
 import numpy as np
 
 from tinyspec import plots
-from tinyspec.config import tiny_config
 from tinyspec.decoding import generate_ids
 from tinyspec.drafters import DraftModelDrafter, NgramDrafter
-from tinyspec.model import Model
 from tinyspec.sampling import SamplingParams, gumbel_noise, gumbel_token
 from tinyspec.speculative import SpecStats, speculative_generate_ids
-from tinyspec.tokenizer import Tokenizer
-from tinyspec.weights import ensure_converted, random_weights
+from tinyspec.workshop import load_gemma, quick_mode, toy_draft_model
 
-QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
+QUICK = quick_mode()
 SEED = 8
 N_NEW = 6 if QUICK else 24
 print(f"quick mode: {QUICK}; seed {SEED}; {N_NEW} new tokens")
@@ -64,12 +58,7 @@ print(f"noise at position 5, seed {SEED}: {np.round(g, 3).tolist()}; log p + g =
 # close to p, argmax(log q + g) usually equals argmax(log p + g).
 
 # %%
-t0 = time.perf_counter()
-weights_dir = ensure_converted()
-model = Model.load(weights_dir)
-tok = Tokenizer.from_file(weights_dir / "tokenizer.json")
-cfg = model.cfg
-print(f"loaded in {time.perf_counter() - t0:.1f} s; backend {model.backend}")
+model, tok = load_gemma()
 prompt = "Fruits: apple, banana, cherry, grape.\nFruits:"  # room for chance, and for prompt lookup
 ids = tok.encode(prompt)
 params = SamplingParams(temperature=0.8, top_p=0.95, seed=SEED, coupled=True)
@@ -82,10 +71,7 @@ print(f"vanilla coupled sampling (temperature 0.8, top-p 0.95, seed {SEED}):\n{p
 # The toy draft model is lesson 6's random tiny Gemma: its guesses are noise. The text stays vanilla's.
 
 # %%
-tcfg = tiny_config(vocab_size=cfg.vocab_size, hidden_size=64, intermediate_size=128, num_layers=2, head_dim=32,
-                   max_position_embeddings=cfg.max_position_embeddings, bos_token_id=cfg.bos_token_id,
-                   eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, unk_token_id=cfg.unk_token_id)
-toy = Model(tcfg, random_weights(tcfg, seed=SEED), backend=model.backend)
+toy = toy_draft_model(model.cfg, seed=SEED)  # 2 blocks of width 64, random weights, Gemma's vocabulary
 for name, drafter in [("ngram", NgramDrafter(max_n=3)), ("toy draft model", DraftModelDrafter(toy))]:
     stats = SpecStats()
     spec = speculative_generate_ids(model, drafter, ids, N_NEW, params, verifier="coupled", k=3, stats=stats)
@@ -97,7 +83,7 @@ for name, drafter in [("ngram", NgramDrafter(max_n=3)), ("toy draft model", Draf
 # ## 4. What rejection sampling and another seed do
 #
 # Rejection sampling with the same seed is just as correct, in distribution, but it consumes its random
-# numbers differently (one uniform per checked draft), so its sample is another one. A different seed
+# numbers differently (one uniform per checked draft), so its sample is in general another one. A different seed
 # gives different noise, so different text too.
 
 # %%

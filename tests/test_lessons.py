@@ -3,7 +3,8 @@ claims ("identical to greedy", "the histogram matches p"), so a lesson that stop
 
 Each lesson runs in a fresh Python process, the way a learner runs it (`python lessons/NN_name.py`), with the
 weights the test session converted (TINYSPEC_WEIGHTS) and PNGs going to a temporary directory. Also here:
-the small helpers the lessons use (tinyspec.theory, tinyspec.measure, tinyspec.plots, OracleDrafter)."""
+the small helpers the lessons use (tinyspec.theory, tinyspec.measure, tinyspec.plots, tinyspec.workshop,
+OracleDrafter)."""
 
 import doctest
 import os
@@ -17,6 +18,7 @@ import pytest
 import tinyspec.drafters.oracle
 import tinyspec.plots
 import tinyspec.theory
+import tinyspec.workshop
 from tinyspec import measure, plots, theory
 from tinyspec.config import tiny_config
 from tinyspec.decoding import generate_ids
@@ -61,9 +63,32 @@ def test_every_lesson_states_goal_time_and_exercises():
 
 # --- the helpers the lessons use ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("module", [tinyspec.theory, tinyspec.plots, tinyspec.drafters.oracle])
+@pytest.mark.parametrize("module", [tinyspec.theory, tinyspec.plots, tinyspec.drafters.oracle, tinyspec.workshop])
 def test_docstring_examples(module):
     assert doctest.testmod(module).failed == 0
+
+
+def test_prefix_cached_model_is_exact():
+    from tinyspec.workshop import PrefixCachedModel, toy_draft_model
+
+    cfg = tiny_config()
+    w = random_weights(cfg, seed=4)
+    plain, cached = Model(cfg, w, backend="numpy"), PrefixCachedModel(cfg, w, backend="numpy")
+    prompt = [2, 5, 7, 9, 11]
+    want = generate_ids(plain, prompt, 12, stop_at_eos=False)
+    for _ in range(2):  # the first run fills the prefix cache, the second reuses it
+        assert generate_ids(cached, prompt, 12, stop_at_eos=False) == want
+        out = speculative_generate_ids(cached, OracleDrafter(len(prompt), want, 0.5, seed=1), prompt, 12, k=3,
+                                       stop_at_eos=False)
+        assert out == want
+    assert list(cached.prefills) == [tuple(prompt)]
+    c1, c2 = plain.new_cache(), cached.new_cache()
+    np.testing.assert_array_equal(plain.hidden(prompt, c1), cached.hidden(prompt, c2))
+    assert c2.length == len(prompt)
+    for i in range(cfg.num_layers):
+        np.testing.assert_array_equal(c1.k[i][:len(prompt)], c2.k[i][:len(prompt)])
+    toy = toy_draft_model(cfg, seed=1, backend="numpy")
+    assert toy.cfg.vocab_size == cfg.vocab_size and toy.cfg.num_layers == 2
 
 
 def test_cost_model_formulas():

@@ -63,16 +63,31 @@ def forward_seconds(model, M: int, context: int = 32, repeats: int = 3, seed: in
     """Best time of one forward over M new tokens (logits for all M) after `context` cached tokens.
 
     The cache is rolled back after each call, so every repeat does exactly the same work."""
+    return forward_times(model, [M], context, repeats, seed)[M]
+
+
+def forward_times(model, Ms, context: int = 32, repeats: int = 3, seed: int = 0) -> dict:
+    """{M: best time of one forward over M new tokens after `context` cached ones}, for every M in Ms.
+
+    One prefill of the context serves every M (the cache is rolled back after each call). The sizes are timed
+    in turns, round after round, so that a burst of load from other programs hits them all alike."""
     rng = np.random.default_rng(seed)
-    tokens = rng.integers(4, model.cfg.vocab_size, size=context + M)  # [context + M]
-    cache = model.new_cache(capacity=context + M)
+    tokens = rng.integers(4, model.cfg.vocab_size, size=context + max(Ms))  # [context + max M]
+    cache = model.new_cache(capacity=context + max(Ms))
     if context:
         model.forward(tokens[:context], cache)
 
-    def one():
-        model.forward(tokens[context:], cache)
+    def one(m):
+        model.forward(tokens[context: context + m], cache)
         cache.truncate(context)
-    return best_seconds(one, repeats=repeats)
+
+    for m in Ms:  # warm-up: compile and touch every size once, untimed
+        one(m)
+    best = {m: float("inf") for m in Ms}
+    for _ in range(repeats):
+        for m in Ms:
+            best[m] = min(best[m], best_seconds(lambda: one(m), repeats=1, warmup=0))
+    return best
 
 
 # --- this machine ----------------------------------------------------------------------------------------------
