@@ -254,6 +254,46 @@ def test_drafter_step_matches_the_training_forward():
     assert d1 == drafter.vocab[np.argmax(h @ target.weights.embed_tokens[drafter.vocab].T)]
 
 
+class ShortSighted:
+    """A misaligned drafter for the test below: it drafts as if the cache held one position fewer."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.vocab_size = inner, "short-sighted", inner.vocab_size
+        self.cfg, self.params, self.vocab = inner.cfg, inner.params, inner.vocab
+
+    def begin(self, target, prompt, params):
+        self.inner.begin(target, prompt, params)
+
+    def propose(self, context, k):
+        cache = self.inner.target.cache
+        cache.length -= 1
+        try:
+            return self.inner.propose(context, k)
+        finally:
+            cache.length += 1
+
+    def rollback(self, n):
+        self.inner.rollback(n)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_teacher_forced_drafts_are_the_loop_drafts(seed):
+    """The training metric is the loop's: at every position the loop drafts at, its first draft equals the one
+    training computes from the target's features (same hidden state, positions, cache rows, embedding scale).
+    A drafter that reads one cache row too few is caught."""
+    from tinyspec.mtp.report import teacher_forced_vs_loop
+
+    target = tiny_target(seed)
+    drafter = tiny_drafter(target, seed, n=target.cfg.vocab_size)
+    prompt = [2] + list(np.random.default_rng(seed).integers(4, 32, 6))
+    r = teacher_forced_vs_loop(target, drafter, prompt, 24)
+    assert r["identical"] and r["loop_steps"] > 5
+    assert r["loop_equals_teacher_forced"] == 1.0 and r["coverage"] == 1.0
+    assert 0 <= r["teacher_forced"] <= 1 and 0 <= r["loop_first"] <= 1
+    bad = teacher_forced_vs_loop(target, ShortSighted(drafter), prompt, 24)
+    assert bad["identical"] and bad["loop_equals_teacher_forced"] < 1.0
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_greedy_speculative_with_mtp_equals_greedy(seed):
     from tinyspec.decoding import generate_ids
@@ -354,6 +394,14 @@ def test_greedy_speculative_with_the_shipped_drafter_equals_vanilla(gemma, gemma
         want = generate_ids(gemma, ids, 12)
         assert speculative_generate_ids(gemma, drafter, ids, 12, k=3, stats=stats) == want, text
     assert stats.accepted > 0  # and its drafts are often right
+
+
+def test_shipped_drafter_drafts_what_it_was_trained_to(gemma, gemma_tokenizer, shipped):
+    from tinyspec.drafters.mtp import MTPDrafter
+    from tinyspec.mtp.report import teacher_forced_vs_loop
+
+    r = teacher_forced_vs_loop(gemma, MTPDrafter.load(shipped), gemma_tokenizer.encode(PROMPTS[1]), 10)
+    assert r["identical"] and r["loop_equals_teacher_forced"] == 1.0
 
 
 def test_rejection_sampling_with_the_shipped_drafter_runs(gemma, gemma_tokenizer, shipped):

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..decoding import Stats, generate
 from ..sampling import SamplingParams
 from ..speculative import SpecStats, speculative_generate
@@ -55,6 +57,37 @@ def run_pair(model, drafter, ids, n: int, k: int, params=SamplingParams(), verif
             "spec_seconds": ss.seconds - ss.prefill_seconds, "draft_seconds": timed.seconds, "drafted": ss.drafted,
             "accepted": ss.accepted, "steps": ss.steps, "forwards": ss.target_forwards, "first": first,
             "new_tokens": ss.new_tokens}
+
+
+def teacher_forced_vs_loop(model, drafter, ids, n: int) -> dict:
+    """The training metric next to the real thing, on one prompt (greedy).
+
+    Teacher forcing: the target runs once over prompt + its own greedy continuation; at every continuation
+    position the drafter's first draft is computed from those features (`train.first_drafts`), as training
+    and `evaluate` do. In the loop: speculative decoding with k = 1, whose every step drafts one token.
+    Returns both agreement rates, the share of loop drafts equal to the teacher-forced draft at the same
+    position (1.0 unless training and drafting disagree about inputs: positions, hidden state, cache rows,
+    embedding scale), and how often the target's choice lies in the head's vocabulary subset at all."""
+    from ..decoding import generate
+    from . import data
+    from .train import first_drafts
+
+    vanilla = list(generate(model, ids, n))
+    seq = np.array(list(ids) + vanilla)
+    c, P = drafter.cfg, len(ids)
+    f = data.prefill_features(model, seq, c.source_layers)  # argmax[t]: the target's choice after position t
+    t = np.arange(P - 1, len(seq) - 1)  # positions whose next token is a generated one
+    E = model.weights.embed_tokens
+    tf, _ = first_drafts(drafter.params, c, f, E, np.ascontiguousarray(E[drafter.vocab]), drafter.vocab, t)
+    trace = []
+    spec = list(speculative_generate(model, drafter, ids, n, k=1, trace=trace))
+    steps = [s for s in trace if s.drafted]
+    same = [s.drafted[0] == tf[s.position - 1 - (P - 1)] for s in steps]  # d1 follows position s.position - 1
+    in_subset = np.isin(f.argmax[t], drafter.vocab)
+    return {"identical": spec == vanilla, "teacher_forced": float(np.mean(tf == f.argmax[t])),
+            "loop_first": float(np.mean([s.accepted >= 1 for s in steps])) if steps else 0.0,
+            "loop_equals_teacher_forced": float(np.mean(same)) if same else 1.0,
+            "coverage": float(np.mean(in_subset)), "positions": len(t), "loop_steps": len(steps)}
 
 
 def measure(model, drafter, prompts, k: int = 3, repeats: int = 3, max_new_tokens: int | None = None,
