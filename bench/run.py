@@ -49,8 +49,12 @@ PROMPTS = BENCH / "prompts.jsonl"
 CATEGORIES = ("code", "code-edit", "structured", "extraction", "arithmetic", "prose")
 FIELDS = ("id", "category", "prompt", "max_new_tokens")
 
-if __package__ in (None, "") and str(REPO) not in sys.path:  # `python bench/run.py` from a source checkout
-    sys.path.insert(0, str(REPO))
+if __package__ in (None, ""):  # `python bench/run.py` from a source checkout puts bench/ first on sys.path, where
+    # bench/kernels.py would shadow the PyPI package `kernels` (transformers imports it when installed): drop
+    # bench/ and put the repository root there instead, so that `tinyspec` and `bench.*` import as packages
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
 
 
 # --- 1. the prompts ---------------------------------------------------------------------------------------
@@ -113,6 +117,10 @@ class TimedDrafter:
     def vocab_size(self):
         return self.inner.vocab_size
 
+    @property
+    def cost(self):  # c, read by the break-even rule (after begin(): some drafters set it there)
+        return getattr(self.inner, "cost", 0.0)
+
     def begin(self, target, prompt, params):
         self.inner.begin(target, prompt, params)
 
@@ -150,6 +158,17 @@ class Run:
         return self.seconds - self.prefill_seconds
 
 
+def parse_drafter(name: str, k: int, adaptive: bool) -> tuple[str, int, bool]:
+    """A bench drafter name: a tinyspec drafter name, optionally with "@kN" for a fixed k = N (no break-even
+    rule), e.g. "ngram:3@k8". Returns (tinyspec drafter name, k, adaptive)."""
+    base, sep, fixed = name.partition("@k")
+    if not sep:
+        return name, k, adaptive
+    if not fixed.isdigit() or int(fixed) < 1:
+        raise ValueError(f"drafter {name!r}: write a fixed k as @kN with N >= 1, e.g. ngram@k8")
+    return base, int(fixed), False
+
+
 def run_once(model, ids, max_new_tokens, params, drafter_name=None, verifier="greedy", k=4,
              adaptive=False) -> Run:
     """Vanilla decoding (drafter_name None) or speculative decoding of `ids`, timed."""
@@ -161,6 +180,7 @@ def run_once(model, ids, max_new_tokens, params, drafter_name=None, verifier="gr
         stats = Stats()
         out = list(generate(model, ids, max_new_tokens, params, stats=stats))
         return Run(out, stats.seconds, stats.prefill_seconds, stats.target_forwards)
+    drafter_name, k, adaptive = parse_drafter(drafter_name, k, adaptive)
     drafter = TimedDrafter(make_drafter(drafter_name))
     stats = SpecStats()
     out = list(speculative_generate(model, drafter, ids, max_new_tokens, params, verifier, k, adaptive=adaptive,
@@ -257,10 +277,13 @@ def compare(vanilla: list[Run], spec: list[Run], k_default: float) -> dict:
                                  if out["vanilla_seconds"] > 0 and out["speculative_seconds"] > 0 else 0.0)
     t1 = v_sec / v_tok if v_tok else 0.0  # seconds per vanilla decode step
     if steps and t1 > 0:
-        k_mean = sum(r.k_requested for r in spec) / steps if any(r.k_requested for r in spec) else k_default
-        c = (draft_sec / steps) / (k_mean * t1)  # one drafted token's cost, in single-token forwards
+        asked = sum(r.k_requested for r in spec) / steps if any(r.k_requested for r in spec) else k_default
+        draft = (draft_sec / steps) / t1  # drafting, per step, in single-token forwards
         v = ((s_sec - draft_sec) / steps) / t1  # one verification step's cost, in single-token forwards
-        out.update(k=k_mean, c=c, v=v, predicted_speedup=cost_model_speedup(out["acceptance_rate"], k_mean, c, v))
+        k_mean = drafted / steps  # drafts verified per step (the break-even rule verifies 0..k of those asked)
+        # one step emits (1 - a^(k+1)) / (1 - a) tokens on average and costs draft + v
+        predicted = cost_model_speedup(out["acceptance_rate"], k_mean, 0.0, 1.0) / (draft + v)
+        out.update(k=k_mean, c=draft / asked, v=v, predicted_speedup=predicted)
     else:
         out.update(k=k_default, c=0.0, v=0.0, predicted_speedup=0.0)
     return out
@@ -407,6 +430,59 @@ def markdown_peers(results: Results) -> str:
     return "\n".join(lines)
 
 
+def peer_vanilla_rates(results: Results) -> dict:
+    """{engine: vanilla decode tokens/s} of the peers that ran."""
+    rates = {}
+    for engine, e in results.peers.get("engines", {}).items():
+        tok = sum(r["vanilla"]["decode_tokens"] for r in e["prompts"])
+        sec = sum(r["vanilla"]["decode_seconds"] for r in e["prompts"])
+        if sec > 0:
+            rates[engine] = tok / sec
+    return rates
+
+
+def markdown_floor(results: Results) -> str:
+    """The memory floor (weight bytes read per token / streaming bandwidth) and the bound it puts on any
+    float32 implementation's speedup over each peer: a peer's ms per token / the floor's ms per token."""
+    f = results.machine.get("memory_floor")
+    if not f:
+        return ""
+    lines = [f"One decode step reads every weight once: {f['bytes'] / 1e9:.3f} GB in float32 (the LM head alone "
+             f"{f['head_bytes'] / 1e9:.3f} GB). Streaming them at the bandwidth measured here "
+             f"({f['gbps']:.1f} GB/s, {f['threads']} thread(s), a read-only sum over 512 MB, "
+             f"tinyspec.measure.memory_bandwidth) takes **{f['ms']:.1f} ms per token** "
+             f"({1e3 / f['ms']:.1f} tokens/s): no float32 decoder on this machine, at batch 1 and this thread "
+             "count, can decode faster without speculation."]
+    rows = [("tinyspec (vanilla)", None)] + list(peer_vanilla_rates(results).items())
+    ours = [p["modes"]["greedy"]["vanilla"]["run"] for p in results.prompts if "greedy" in p["modes"]]
+    tok, sec = sum(r.decode_tokens for r in ours), sum(r.decode_seconds for r in ours)
+    lines += ["", "| engine | decode ms / token | floor ms / token | ms / floor | the most any fp32 engine can beat "
+                  "it by |", "|---|---|---|---|---|"]
+    for name, rate in rows:
+        rate = rate if rate is not None else (tok / sec if sec > 0 else 0.0)
+        if rate <= 0:
+            continue
+        ms = 1e3 / rate
+        lines.append(f"| {name} | {ms:.1f} | {f['ms']:.1f} | {ms / f['ms']:.2f} | {ms / f['ms']:.2f}x |")
+    return "\n".join(lines)
+
+
+def memory_floor(model) -> dict:
+    """Bytes of weights one decode forward reads, the streaming bandwidth, and their ratio in ms per token."""
+    from tinyspec.measure import memory_bandwidth, weight_bytes
+
+    nbytes = weight_bytes(model.weights)
+    bandwidth = memory_bandwidth()
+    try:
+        import numba
+
+        threads = numba.config.NUMBA_NUM_THREADS
+    except ImportError:
+        threads = "?"
+    return {"bytes": nbytes["total"], "head_bytes": nbytes["head"], "gbps": bandwidth / 1e9, "threads": threads,
+            "ms": nbytes["total"] / bandwidth * 1e3}
+
+
 def markdown(results: Results) -> str:
     s, m = results.settings, results.machine
     clock = "wall clock" if s.get("clock", "wall") == "wall" else \
@@ -422,8 +498,11 @@ def markdown(results: Results) -> str:
            f"numba {m.get('numba')}; load average {m.get('load_before')} before, {m.get('load_after')} after; "
            f"commit {m.get('commit', '?')}.", "",
            f"Command: `{s.get('command', '')}`", "",
-           f"Gemma 3 270M (float32), backend `{s.get('backend')}`, batch 1, k = {s.get('k')}"
-           f"{' (adaptive)' if s.get('adaptive') else ''}; vanilla and speculative runs interleaved, the median "
+           f"Gemma 3 270M (float32), backend `{s.get('backend')}`, batch 1, "
+           + (f"at most k = {s.get('k')} drafts a step, of which the break-even rule verifies those that pay "
+              "(drafters marked @kN: a fixed k = N, every draft verified)" if s.get('adaptive') else
+              f"k = {s.get('k')}") +
+           f"; {m.get('numba_threads')} thread(s) per process; vanilla and speculative runs interleaved, the median "
            f"of {repeats}; "
            f"{len(results.prompts)} prompts, timed by {clock}. Tokens/s are decode speeds (prefill excluded; it "
            "is the same for both). c = cost of one drafted token and v = cost of one verification step, both in "
@@ -440,6 +519,9 @@ def markdown(results: Results) -> str:
     peers = markdown_peers(results)
     if peers:
         out += ["## Peers on the same machine, same prompts, greedy", "", peers, ""]
+    floor = markdown_floor(results)
+    if floor:
+        out += ["## The memory floor: how fast can any float32 decoder be here?", "", floor, ""]
     if results.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in results.notes] + [""]
     out += ["## Every prompt", "", markdown_prompts(results), ""]
@@ -580,14 +662,17 @@ def add_bench_arguments(p) -> None:
     p.add_argument("--categories", default=None, help=f"comma-separated subset of {','.join(CATEGORIES)}")
     p.add_argument("--ids", default=None, help="comma-separated prompt ids to run (default: all)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap every prompt's max_new_tokens")
-    p.add_argument("--drafters", default="ngram",
+    p.add_argument("--drafters", default="ngram:8,ngram@k8",
                    help="comma-separated drafters; the first runs on every prompt, the others on "
-                        "--others-per-category prompts of each category (default ngram; e.g. ngram,early-exit:6)")
+                        "--others-per-category prompts of each category. NAME@kN: a fixed k = N, without the "
+                        "break-even rule (default ngram:8,ngram@k8: prompt lookup matching up to 8 tokens with the "
+                        "rule, and the plain prompt lookup of up to 3 tokens, 8 drafts a step)")
     p.add_argument("--others-per-category", type=int, default=1,
                    help="prompts per category for the drafters after the first (default 1)")
-    p.add_argument("--k", type=int, default=4, help="tokens drafted per step (default 4)")
-    p.add_argument("--adaptive", action="store_true", help="adaptive k (grow after full acceptance, shrink after "
-                                                           "a rejection)")
+    p.add_argument("--k", type=int, default=16, help="the most tokens drafted per step (default 16)")
+    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
+                   help="the break-even rule verifies 0..k drafts a step, the number that pays by the cost model "
+                        "(default; --no-adaptive verifies every draft, k a step)")
     p.add_argument("--repeats", type=int, default=2,
                    help="greedy runs of vanilla and the first drafter per prompt, interleaved; the median run is "
                         "reported, the lower middle one for an even count (default 2)")
@@ -657,7 +742,7 @@ def check_args(args) -> None:
     from tinyspec.drafters import make_drafter
 
     for d in args.drafters.split(","):
-        make_drafter(d)  # reject a bad name before loading anything
+        make_drafter(parse_drafter(d, args.k, args.adaptive)[0])  # reject a bad name before loading anything
 
 
 def measure_all(model, tok, prompts, args, results) -> None:
@@ -724,7 +809,7 @@ def measure_peers(tok, prompts, args, results) -> None:
                for p in select_prompts(prompts, per_category=args.peer_prompts_per_category)]
     gguf, tmp = gguf_path(args.gguf)
     log(f"peers ({', '.join(engines)}) with {python} on {len(payload)} prompts ...")
-    threads = 1 if args.clock == "cpu" else 2  # as many as tinyspec's kernels use
+    threads = results.machine.get("numba_threads") or 1  # as many as tinyspec's kernels use
     results.peers = run_peers(python, engines, payload, gguf, args.k, min(args.repeats, 2), threads, args.clock,
                               args.peer_timeout)
     if tmp is not None:
@@ -783,6 +868,8 @@ def cmd_bench(args) -> int:
     model = Model.load(directory, backend=args.backend)
     tok = Tokenizer.from_file(directory / "tokenizer.json")
     t_start = time.perf_counter()
+    if not args.quick:
+        results.machine["memory_floor"] = memory_floor(model)
     measure_all(model, tok, prompts, args, results)
     if args.peers != "none":
         measure_peers(tok, prompts, args, results)

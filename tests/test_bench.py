@@ -96,9 +96,11 @@ def test_compare_sums_runs_into_the_table_numbers():
     assert r["end_to_end_speedup"] == pytest.approx(1.2 / 0.7)
     assert r["acceptance_rate"] == pytest.approx(0.75)
     assert r["tokens_per_forward"] == pytest.approx(2.5)
-    assert r["c"] == pytest.approx((0.1 / 4) / (4 * 0.1))  # per drafted token, in vanilla decode steps
+    assert r["c"] == pytest.approx((0.1 / 4) / (4 * 0.1))  # per requested draft token, in vanilla decode steps
     assert r["v"] == pytest.approx((0.4 / 4) / 0.1)  # per step, the drafting excluded
-    assert r["predicted_speedup"] == pytest.approx(run.cost_model_speedup(0.75, 4, r["c"], r["v"]))
+    assert r["k"] == pytest.approx(8 / 4)  # drafts verified per step
+    # E(0.75, 2) tokens per step, each step costing 4 c (drafting) + v
+    assert r["predicted_speedup"] == pytest.approx((1 + 0.75 + 0.75**2) / (4 * r["c"] + r["v"]))
 
 
 def test_median_run_takes_the_middle_decode_time():

@@ -92,3 +92,15 @@ def test_chi_square_helper_rejects_a_wrong_distribution():
     p = np.array([0.5, 0.5])
     assert not chi_square_ok(np.array([6000, 4000]), p, 10000)
     assert chi_square_ok(np.array([5020, 4980]), p, 10000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(logits=logits_st, t=st.floats(0.05, 5), k=st.sampled_from([0, 10_000]))
+def test_untruncated_fast_path_equals_the_sorted_path(logits, t, k):
+    """With no top-k / top-p cut, warp skips the sort: it must give the sorted path's distribution."""
+    from tinyspec.sampling import truncated_softmax
+
+    fast = warp(logits, t, k, 1.0)
+    slow = truncated_softmax(np.asarray(logits, np.float64) / t, k, 1.0)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-300)
+    assert fast.argmax() == slow.argmax() and abs(fast.sum() - 1) < 1e-12

@@ -25,8 +25,8 @@ from tinyspec.decoding import generate_ids
 from tinyspec.drafters import DraftModelDrafter, Drafter, EarlyExitDrafter, NgramDrafter, Proposal, make_drafter
 from tinyspec.model import Model
 from tinyspec.sampling import SamplingParams, warp
-from tinyspec.speculative import (SpecStats, acceptance_probability, residual_distribution,
-                                  speculative_generate_ids)
+from tinyspec.speculative import (BreakEven, SpecStats, VerifyCost, acceptance_probability, expected_tokens,
+                                  residual_distribution, speculative_generate_ids)
 from tinyspec.weights import random_weights
 
 VOCAB = 32
@@ -297,8 +297,9 @@ def chi_square_p_value(counts, expected):
     return 0.5 * erfc(z / sqrt(2))
 
 
-@pytest.mark.parametrize("kind", ["draft-model", "sparse", "ngram"])
-def test_rejection_loop_matches_exact_distribution_chi_square(kind):
+@pytest.mark.parametrize("kind,adaptive", [("draft-model", False), ("sparse", False), ("ngram", False),
+                                           ("draft-model", True), ("sparse", True), ("ngram", True)])
+def test_rejection_loop_matches_exact_distribution_chi_square(kind, adaptive):
     V, length, runs = 5, 3, 3000
     kw = dict(vocab_size=V, bos_token_id=0, eos_token_id=1, pad_token_id=0, unk_token_id=0)
     params = SamplingParams(temperature=1.0, top_p=0.95)
@@ -313,7 +314,7 @@ def test_rejection_loop_matches_exact_distribution_chi_square(kind):
                    "ngram": lambda: NgramDrafter(max_n=1)}[kind]()
         out = speculative_generate_ids(target, drafter, [0, 2], length,
                                        SamplingParams(temperature=1.0, top_p=0.95, seed=seed),
-                                       verifier="rejection", k=2, stop_at_eos=False)
+                                       verifier="rejection", k=2, adaptive=adaptive, stop_at_eos=False)
         counts[index[tuple(out)]] += 1
     expected = runs * np.array([exact[s] for s in seqs])
     # pool cells with fewer than 5 expected counts into one
@@ -383,17 +384,84 @@ def test_trace_records_each_step():
         assert all(0 <= p <= 1 and 0 < q <= 1 for p, q in zip(s.p_draft, s.q_draft))
 
 
-def test_adaptive_k_follows_the_cost_model():
-    from tinyspec.speculative import AdaptiveK
+# --- adaptive k: the break-even rule ------------------------------------------------------------------------
 
-    policy = AdaptiveK(k_max=8, draft_cost=0.0, verify_slope=0.05)
-    for _ in range(20):  # every draft accepted: a -> 1, draft the most
-        policy.update(drafted=4, accepted=4)
-    assert policy.alpha > 0.9 and policy.next_k() == 8
-    for _ in range(20):  # every first draft rejected: a -> 0, drafting does not pay ...
-        policy.update(drafted=1, accepted=0)
-    ks = [policy.next_k() for _ in range(16)]
-    assert ks.count(0) == 14 and ks.count(1) == 2  # ... except a probe every 8th step
-    # break-even by the formula: draft one token iff a > c + s (1 + a vs 1 + c + s)
-    assert AdaptiveK(successes=0.3, trials=1.0, draft_cost=0.2, verify_slope=0.05).next_k() >= 1
-    assert AdaptiveK(successes=0.2, trials=1.0, draft_cost=0.2, verify_slope=0.05, probe_every=99).next_k() == 0
+costs = st.builds(VerifyCost, first_extra=st.floats(0.0, 2.0), per_token=st.floats(0.0, 1.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(cost=costs, c=st.floats(0.0, 0.5), limit=st.integers(0, 16), a1=st.floats(0.0, 1.0), a2=st.floats(0.0, 1.0))
+def test_break_even_rule_properties(cost, c, limit, a1, a2):
+    lo, hi = sorted((a1, a2))
+    rule = lambda a: BreakEven(k_max=16, draft_cost=c, verify_cost=cost, alpha=a)
+    n_lo, n_hi = rule(lo).best(limit), rule(hi).best(limit)
+    assert 0 <= n_lo <= limit and 0 <= n_hi <= limit
+    # n* maximises S(n) = E(alpha, n) / (n c + v(n + 1)), and S(0) = 1 is vanilla: never below break-even
+    speeds = [rule(hi).speed(n) for n in range(limit + 1)]
+    assert speeds[n_hi] == max(speeds) and speeds[n_hi] >= 1.0 and speeds[0] == 1.0
+    # a step that emits E(1) = 1 + alpha tokens for v(2) + c pays iff 1 + alpha > v(2) + c
+    if limit >= 1 and 1 + hi > cost(2) + c:
+        assert n_hi >= 1
+    # no draft pays while 1 / (1 - alpha) <= v(2) + c: E(alpha, n) < 1 / (1 - alpha) for every n
+    if lo < 1 and 1 / (1 - lo) <= cost(2) + c:
+        assert n_lo == 0
+    # more trust never verifies fewer drafts: for n > m, E(alpha, n) / E(alpha, m) grows with alpha
+    assert n_lo <= n_hi
+
+
+def test_expected_tokens_is_the_geometric_sum():
+    for a in (0.0, 0.3, 0.9, 1.0):
+        for n in range(6):
+            assert abs(expected_tokens(a, n) - sum(a ** i for i in range(n + 1))) < 1e-12
+
+
+def test_break_even_estimate_follows_the_drafts_that_were_right():
+    rule = BreakEven(k_max=8)
+    context = list(range(100))
+    for step in range(10):  # the drafts always match what followed: alpha rises towards 1
+        rule.observe(context)
+        rule.cut(len(context), list(range(len(context), len(context) + 8)), True)
+        context += list(range(len(context), len(context) + 3))  # only 3 were emitted; all 3 agree
+    high = rule.alpha
+    assert high > 0.9 and rule.best(8) == 8
+    for step in range(10):  # every first draft wrong: alpha falls, the rule stops verifying
+        rule.observe(context)
+        rule.cut(len(context), [-1] * 8, True)
+        context += [len(context)]
+    assert rule.alpha < 0.1 < high and rule.best(8) == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), k=st.integers(2, 8))
+def test_break_even_rule_skips_drafts_that_do_not_pay(seed, k):
+    """Random drafts (1 in 32 right) drive alpha down: the rule verifies far fewer than were offered, while
+    drafts that are always right (the oracle) are all verified; the output is vanilla's either way."""
+    target, prompt, n = tiny(seed), [2, 3], 40
+    vanilla = generate_ids(target, prompt, n, stop_at_eos=False)
+    stats = SpecStats()
+    out = speculative_generate_ids(target, RandomDrafter(seed), prompt, n, k=k, adaptive=True, stats=stats,
+                                   stop_at_eos=False)
+    assert out == vanilla
+    assert stats.drafted <= stats.proposed / 4  # the prior alone allows some; then alpha falls below break-even
+    oracle = SpecStats()
+    out = speculative_generate_ids(target, OracleDrafter(len(prompt), vanilla), prompt, n, k=k, adaptive=True,
+                                   stats=oracle, stop_at_eos=False)
+    assert out == vanilla and oracle.accepted == oracle.drafted
+    assert oracle.drafted >= oracle.proposed - 2 * k  # all but the first steps, before alpha has risen
+
+
+@settings(max_examples=200, deadline=None)
+@given(context=st.lists(st.integers(0, 3), min_size=1, max_size=40), k=st.integers(1, 6),
+       max_n=st.integers(1, 6), min_n=st.integers(1, 6))
+def test_ngram_drafter_equals_the_plain_search(context, k, max_n, min_n):
+    """The vectorised search finds what the obvious loop finds: the longest suffix (up to max_n tokens, at
+    least min_n) that occurred earlier, its most recent occurrence, and what followed it."""
+    if min_n > max_n:
+        min_n, max_n = max_n, min_n
+    expected = []
+    for n in range(min(max_n, len(context) - 1), min_n - 1, -1):
+        starts = [s for s in range(len(context) - n - 1, -1, -1) if context[s:s + n] == context[-n:]]
+        if starts:
+            expected = context[starts[0] + n: starts[0] + n + k]
+            break
+    assert NgramDrafter(max_n=max_n, min_n=min_n).propose(context, k).tokens == expected

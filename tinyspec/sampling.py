@@ -57,6 +57,19 @@ def warp(logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0): 
         p[greedy_token(logits)] = 1.0
         return p
     z = logits / temperature  # [V]
+    if not 0 < top_k < V and top_p >= 1.0:
+        return softmax(z)  # nothing to cut, so no sort: ~2 ms instead of ~30 ms at V = 262144
+    return truncated_softmax(z, top_k, top_p)
+
+
+def softmax(z):  # [V] float64 -> [V] float64
+    p = np.exp(z - z.max())  # [V]
+    return p / p.sum()
+
+
+def truncated_softmax(z, top_k: int, top_p: float):  # [V] float64 -> [V] float64
+    """softmax(z) restricted to the top-k tokens, then to the top-p nucleus (0 / 1 turn either off)."""
+    V = z.shape[-1]
     # Order every token by decreasing logit, ties broken by lower id: the order top-k and top-p cut.
     order = np.lexsort((np.arange(V), -z))  # [V]
     keep = np.ones(V, dtype=bool)  # [V] in `order`'s order

@@ -80,7 +80,8 @@ class StepTrace:
 
 @dataclass
 class SpecStats(Stats):
-    drafted: int = 0  # draft tokens proposed (and checked by the target)
+    proposed: int = 0  # draft tokens the drafter offered
+    drafted: int = 0  # draft tokens checked by the target (adaptive k may verify fewer than were offered)
     accepted: int = 0  # draft tokens kept
     steps: int = 0  # speculative steps (each is one target forward)
 
@@ -94,7 +95,8 @@ class SpecStats(Stats):
         return (self.new_tokens - 1) / (self.target_forwards - 1) if self.target_forwards > 1 else 0.0
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "drafted": self.drafted, "accepted": self.accepted, "steps": self.steps,
+        return {**super().to_dict(), "proposed": self.proposed, "drafted": self.drafted, "accepted": self.accepted,
+                "steps": self.steps,
                 "acceptance_rate": round(self.acceptance_rate, 4),
                 "tokens_per_forward": round(self.tokens_per_forward, 4)}
 
@@ -138,50 +140,106 @@ def verify(logits, drafted, q_rows, params: SamplingParams, verifier: str, rng, 
     return n, bonus, "bonus", p_draft, q_draft, uniforms
 
 
-# --- adaptive k: the cost model decides how many tokens to draft --------------------------------------------
+# --- adaptive k: the break-even rule decides how many drafts to verify ---------------------------------------
+
+@dataclass(frozen=True)
+class VerifyCost:
+    """v(m): the time of one target forward over m tokens, in single-token forwards (v(1) = 1).
+
+    Decode is memory-bound, so v grows slowly, but not from the first extra token: the kernels for M > 1 rows
+    cost more than the M = 1 path. The default is fitted on the reference machine (AMD EPYC, one thread per
+    process, 300-1500 tokens of context): v(2) = 1.38-1.45, v(9) = 2.1-2.4, v(17) = 3.3-4.1. Measure yours
+    with `bench/kernels.py` and pass a VerifyCost to speculative_generate."""
+    first_extra: float = 0.40  # v(2) - v(1)
+    per_token: float = 0.12  # v(m + 1) - v(m) for m >= 2
+
+    def __call__(self, m: int) -> float:
+        return 1.0 if m <= 1 else 1.0 + self.first_extra + self.per_token * (m - 2)
+
+
+def expected_tokens(alpha: float, n: int) -> float:
+    """E(alpha, n) = 1 + alpha + ... + alpha^n = (1 - alpha^(n+1)) / (1 - alpha): the expected tokens one step
+    emits when it verifies n drafts, each accepted with probability alpha while the previous ones were
+    (Leviathan et al. 2023, eq. 1), the target's own token included."""
+    return n + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (n + 1)) / (1.0 - alpha)
+
 
 @dataclass
-class AdaptiveK:
-    """Choose k each step to maximise expected tokens per unit of time, from the cost model
+class BreakEven:
+    """Adaptive k: verify only as many drafts as pay for themselves.
 
-        tokens per step = (1 - a^(k+1)) / (1 - a)       cost per step = 1 + k (c + s)
+    The rule. Verifying n drafts costs v(n + 1) (the forward over [last, d1..dn]) plus n c (drafting, c the
+    drafter's cost per token, 0 for prompt lookup) and emits E(alpha, n) tokens on average, so the step's
+    speed relative to vanilla decoding is
 
-    in units of one single-token target forward: a = per-token acceptance rate (estimated as the run goes,
-    so k grows after accepted drafts and shrinks after rejections), c = the drafter's cost per draft token,
-    s = the extra cost of verifying one more token in the same forward. k = 0 (no draft) wins when drafting
-    does not pay (the break-even rule); every `probe_every` such steps one token is drafted anyway, so the
-    estimate can recover when the text turns predictable again."""
+        S(n) = E(alpha, n) / (n c + v(n + 1)),        n* = argmax_{0 <= n <= limit} S(n), ties to the smaller n
+
+    and n* = 0 is a plain decode step (S(0) = 1: exactly vanilla). Drafting never pays while
+    1 / (1 - alpha) <= v(2) (E < 1 / (1 - alpha) for every n and v(n + 1) >= v(2)): on text the drafter cannot
+    predict, alpha falls and the loop decodes like vanilla.
+
+    The estimate. alpha is an exponential moving average of acceptance, alpha <- alpha + rate (x - alpha),
+    updated at the start of every step by scoring the previous step's FULL proposal against the tokens that
+    were actually emitted: x = 1 for each draft that matches, up to and including the first miss. Drafts that
+    were proposed but not verified are scored too, so a free drafter keeps teaching alpha even while the rule
+    verifies nothing, and alpha recovers as soon as the text turns predictable again.
+
+    Exactness. n* depends only on alpha (the past) and on the number of drafts on offer. For a deterministic
+    drafter (q is None: prompt lookup, argmax) the proposal is a function of the context, so cutting it is
+    just another deterministic drafter. For a sampling drafter, the cut must not depend on the drafted values
+    (in rejection sampling, whether d_i is verified must not depend on d_i): there the limit is k itself and
+    the cut is min(n*(k), proposal length). A costly drafter (c > 0) is asked for only n*(k) drafts, with one
+    draft every `probe_every` skipped steps so that alpha can recover."""
     k_max: int = 8
     draft_cost: float = 0.0  # c
-    verify_slope: float = 0.05  # s
-    successes: float = 1.0  # decayed counts of accepted / tried drafts: a = successes / trials (prior 0.5)
-    trials: float = 2.0
-    decay: float = 0.8
+    verify_cost: VerifyCost = VerifyCost()  # v
+    alpha: float = 0.3  # the prior: prompt lookup's acceptance over the whole benchmark is about this
+    rate: float = 0.3  # the EMA's weight of each new observation
     probe_every: int = 8
-    skipped: int = 0
+    skipped: int = 0  # steps a costly drafter was not asked (for the probes)
+    previous: tuple | None = None  # (position of d1, [drafts]) of the previous step's full proposal
 
-    @property
-    def alpha(self) -> float:
-        return self.successes / self.trials
+    def speed(self, n: int) -> float:
+        """S(n): expected tokens per unit of time, relative to vanilla decoding."""
+        return expected_tokens(self.alpha, n) / (n * self.draft_cost + self.verify_cost(n + 1))
 
-    def expected_tokens(self, k: int) -> float:
-        a = min(self.alpha, 1 - 1e-9)
-        return (1 - a ** (k + 1)) / (1 - a)
+    def best(self, limit: int) -> int:
+        """n* = argmax_{0 <= n <= limit} S(n), the smallest n on a tie."""
+        best_n, best_s = 0, self.speed(0)
+        for n in range(1, limit + 1):
+            s = self.speed(n)
+            if s > best_s:
+                best_n, best_s = n, s
+        return best_n
 
-    def next_k(self) -> int:
-        gain = [self.expected_tokens(k) / (1 + k * (self.draft_cost + self.verify_slope)) for k in range(self.k_max + 1)]
-        k = int(np.argmax(gain))
-        if k == 0:
+    def observe(self, context) -> None:
+        """Score the previous proposal against the tokens that followed it (the EMA update above)."""
+        if self.previous is None:
+            return
+        start, drafts = self.previous
+        actual = context[start:]
+        for d, t in zip(drafts, actual):
+            x = 1.0 if d == t else 0.0
+            self.alpha += self.rate * (x - self.alpha)
+            if not x:
+                break
+
+    def to_ask(self) -> int:
+        """How many drafts to ask the drafter for: all k_max when drafting is free, else n*(k_max) (or a probe)."""
+        if self.draft_cost == 0.0:
+            return self.k_max
+        n = self.best(self.k_max)
+        if n == 0:
             self.skipped += 1
-            if self.skipped % self.probe_every == 0:
-                return 1
-        return k
+            return 1 if self.skipped % self.probe_every == 0 else 0
+        return n
 
-    def update(self, drafted: int, accepted: int) -> None:
-        if drafted:
-            tried = accepted + (1 if accepted < drafted else 0)  # drafts checked: the accepted and the rejected one
-            self.successes = self.decay * self.successes + accepted
-            self.trials = self.decay * self.trials + tried
+    def cut(self, position: int, drafts: list, deterministic: bool) -> int:
+        """How many of the offered drafts to verify (and remember the full proposal for the next update)."""
+        self.previous = (position, list(drafts))
+        if deterministic:
+            return self.best(len(drafts))
+        return min(self.best(self.k_max), len(drafts))
 
 
 # --- the loop -----------------------------------------------------------------------------------------------
@@ -199,12 +257,12 @@ def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
 
 def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: int = 32,
                          params: SamplingParams = SamplingParams(), verifier: str = "greedy", k: int = 4,
-                         adaptive: bool = False, verify_slope: float = 0.05, stop_at_eos: bool = True,
+                         adaptive: bool = False, verify_cost: VerifyCost = VerifyCost(), stop_at_eos: bool = True,
                          stats: SpecStats | None = None, trace: list | None = None) -> Iterator[int]:
     """Yield new tokens as they are accepted. Fills `stats` (SpecStats) and appends StepTraces to `trace`.
 
-    With adaptive, k is the most drafts per step and AdaptiveK picks 0..k each step, using the drafter's
-    cost (its `cost` attribute) and `verify_slope`, the measured extra cost of one more verified token."""
+    With adaptive, k is the most drafts per step and the break-even rule (BreakEven) verifies 0..k of them
+    each step, from the acceptance so far, the drafter's cost (its `cost` attribute) and `verify_cost` v(m)."""
     check_settings(verifier, params, k)
     prompt = check_prompt(model, prompt_ids, max_new_tokens)
     if drafter.vocab_size is not None and drafter.vocab_size != model.cfg.vocab_size:
@@ -217,7 +275,6 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     t0 = time.perf_counter()
     rng = np.random.default_rng(params.seed)  # the verifier's draws; the drafter keeps its own generator
     cache = model.new_cache(capacity=len(prompt) + max_new_tokens + k + 1)
-    policy = AdaptiveK(k_max=k, draft_cost=getattr(drafter, "cost", 0.0), verify_slope=verify_slope)
     logits, hidden = prefill(model, prompt, cache)  # [V], [d]  vanilla's prefill ...
     stats.target_forwards += 1
     stats.prefill_seconds = time.perf_counter() - t0
@@ -230,13 +287,19 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         return
     view = TargetView(model, cache, hidden)
     drafter.begin(view, prompt, params)
+    policy = BreakEven(k_max=k, draft_cost=float(getattr(drafter, "cost", 0.0) or 0.0), verify_cost=verify_cost)
     while True:
         remaining = max_new_tokens - stats.new_tokens
         position = len(context)  # absolute position of d1; the cache holds len(context) - 1 positions
-        # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens)
-        k_now = min(policy.next_k() if adaptive else k, remaining - 1)
+        # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens) ...
+        if adaptive:
+            policy.observe(context)
+        k_now = min(policy.to_ask() if adaptive else k, remaining - 1)
         proposal = drafter.propose(context, k_now) if k_now > 0 else None
         drafted = [int(t) for t in proposal.tokens[:k_now]] if proposal else []
+        stats.proposed += len(drafted)
+        if adaptive:  # ... and keep only the drafts that pay for their verification (the break-even rule)
+            drafted = drafted[: policy.cut(position, drafted, proposal is None or proposal.q is None)]
         q_rows = proposal.q[: len(drafted)] if proposal is not None and proposal.q is not None else None
         # Step 2: one target forward over [last, d1..dn]
         h = model.hidden([context[-1]] + drafted, cache)  # [n+1, d]
@@ -253,7 +316,6 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         drafter.rollback(len(context) - 1)
         stats.drafted += len(drafted)
         stats.accepted += n_ok
-        policy.update(len(drafted), n_ok)
         # Step 5: emit, stopping exactly at EOS / max_new_tokens
         emitted, done = [], False
         for token in new:

@@ -1,14 +1,22 @@
 """Prompt lookup (n-gram) drafting: if the last n tokens appeared earlier, guess that what followed them then
 follows them now. Free to run, and very good whenever the output copies its input (code edits, extraction).
 
+The match is the longest one: of every earlier occurrence of the newest token, the one whose preceding tokens
+agree with the context's furthest back (up to max_n tokens), the most recent on a tie. A long match pins down
+the place being copied, so its continuation is a safe long draft.
+
     >>> d = NgramDrafter(max_n=3, min_n=1)
     >>> d.propose([5, 6, 7, 8, 9, 5, 6], k=3).tokens   # [5, 6] was followed by 7, 8, 9
     [7, 8, 9]
+    >>> d.match                                        # the suffix [5, 6] matched: 2 tokens
+    2
     >>> d.propose([1, 2, 3], k=3).tokens              # no earlier match: no draft
     []
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from .base import Drafter, Proposal
 
@@ -19,19 +27,28 @@ class NgramDrafter(Drafter):
     def __init__(self, max_n: int = 3, min_n: int = 1, max_match_len: int | None = None):
         if not 1 <= min_n <= max_n:
             raise ValueError(f"ngram drafter needs 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
-        self.max_n = max_n  # try the longest suffix first: a longer match is a more specific guess
-        self.min_n = min_n
+        self.max_n = max_n  # the longest suffix compared: a longer match is a more specific guess
+        self.min_n = min_n  # the shortest match that yields a draft
         self.max_match_len = max_match_len  # search only the last max_match_len tokens (None: all)
+        self.match = 0  # the length of the last proposal's match (0: no match)
 
     def propose(self, context, k):
-        context = list(context)
-        lo = 0 if self.max_match_len is None else max(0, len(context) - self.max_match_len)
-        for n in range(min(self.max_n, len(context) - 1), self.min_n - 1, -1):
-            suffix = context[-n:]
-            # the most recent earlier occurrence of the suffix (not the suffix itself)
-            for start in range(len(context) - n - 1, lo - 1, -1):
-                if context[start:start + n] == suffix:
-                    follow = context[start + n: start + n + k]
-                    if follow:
-                        return Proposal(tokens=follow)
-        return Proposal(tokens=[])
+        ctx = np.asarray(context, dtype=np.int64)  # [T]
+        last = len(ctx) - 1
+        lo = 0 if self.max_match_len is None else max(0, len(ctx) - self.max_match_len)
+        # ends: earlier positions j holding the newest token, so ctx[j+1:] is a candidate continuation
+        ends = lo + np.flatnonzero(ctx[lo:last] == ctx[last]) if last > 0 else np.zeros(0, np.int64)  # [J]
+        length = np.ones(len(ends), dtype=np.int64)  # [J] how many tokens ending at j match the context's end
+        alive = np.ones(len(ends), dtype=bool)  # [J] still matching at the distance being compared
+        for back in range(1, self.max_n):
+            alive &= ends - back >= lo
+            alive[alive] = ctx[ends[alive] - back] == ctx[last - back]
+            if not alive.any():
+                break
+            length += alive
+        self.match = int(length.max()) if len(ends) else 0
+        if self.match < self.min_n:
+            self.match = 0
+            return Proposal(tokens=[])
+        j = int(ends[np.flatnonzero(length == self.match)[-1]])  # the most recent of the longest matches
+        return Proposal(tokens=[int(t) for t in ctx[j + 1: j + 1 + k]])
