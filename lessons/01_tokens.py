@@ -5,8 +5,10 @@
 # them into a probability for every one of Gemma's 262,144 tokens, and decoding picks one. Temperature,
 # top-k and top-p reshape that distribution before the pick; a seeded generator makes the pick repeatable.
 #
-# **Running time.** About 20 s on a 2-core laptop after the one-time conversion (about 10 s with
-# `TINYSPEC_QUICK=1`). Run it with `python lessons/01_tokens.py`, or open it as a notebook.
+# **Running time.** Measured 28 s after the one-time conversion (12 s with `TINYSPEC_QUICK=1`) on a
+# 2-core machine shared with two heavy jobs (load average 3.6, `NUMBA_NUM_THREADS=1`); an idle laptop is
+# faster. lessons/README.md lists every measurement.
+# Run it with `python lessons/01_tokens.py`, or open it as a notebook.
 #
 # Real Gemma 3 270M weights (the base model, not the instruction-tuned one). The first lesson you run
 # converts them (about a minute, once).

@@ -6,8 +6,10 @@
 # tied LM head), and check every step against `tinyspec.model`. At the end our hand-written 18 blocks give
 # the same logits as the package, to a stated tolerance.
 #
-# **Running time.** About 15 s on a 2-core laptop after the one-time conversion (about 10 s with
-# `TINYSPEC_QUICK=1`). Run it with `python lessons/02_forward_pass.py`, or open it as a notebook.
+# **Running time.** Measured 17 s after the one-time conversion (16 s with `TINYSPEC_QUICK=1`) on a
+# 2-core machine shared with two heavy jobs (load average 3.4, `NUMBA_NUM_THREADS=1`); an idle laptop is
+# faster. lessons/README.md lists every measurement.
+# Run it with `python lessons/02_forward_pass.py`, or open it as a notebook.
 #
 # Read `tinyspec/model.py` beside it: every function there is one cell here. The hand versions below are
 # written differently on purpose (per-head loops, RoPE as complex rotation, explicit masks), so that

@@ -7,8 +7,10 @@
 # over 8 tokens costs little more than a forward over 1. We measure this on this very machine: its memory
 # bandwidth, its arithmetic speed, the roofline they draw, and the real forward times against it.
 #
-# **Running time.** About 20 s on a 2-core laptop after the one-time conversion (about 10 s with
-# `TINYSPEC_QUICK=1`). Timings vary with the machine and with whatever else runs on it: the lesson prints
+# **Running time.** Measured 24 s after the one-time conversion (14 s with `TINYSPEC_QUICK=1`) on a
+# 2-core machine shared with two heavy jobs (load average 3.4, `NUMBA_NUM_THREADS=1`); an idle laptop is
+# faster. lessons/README.md lists every measurement.
+# Timings vary with the machine and with whatever else runs on it: the lesson prints
 # them and asserts only what holds on any machine.
 
 # %%

@@ -5,8 +5,9 @@
 # its trace, and see that the output is *identical* to plain greedy decoding while the target runs far
 # fewer forward passes. Finally, see why "identical" needs batch-invariant kernels.
 #
-# **Running time.** About 25 s on a 2-core laptop after the one-time conversion (about 15 s with
-# `TINYSPEC_QUICK=1`).
+# **Running time.** Measured 36 s after the one-time conversion (22 s with `TINYSPEC_QUICK=1`) on a
+# 2-core machine shared with two heavy jobs (load average 3.4, `NUMBA_NUM_THREADS=1`); an idle laptop is
+# faster. lessons/README.md lists every measurement.
 #
 # The drafter here is prompt lookup (`NgramDrafter`): it finds the last few tokens earlier in the text and
 # proposes what followed them there. It costs nothing, and on a code-editing prompt, where the answer
@@ -15,7 +16,7 @@
 # %%
 import numpy as np
 
-from tinyspec.cli import EXAMPLE_PROMPT
+from tinyspec.cli import EXAMPLE_PROMPT, print_trace
 from tinyspec.decoding import Stats, generate, prefill
 from tinyspec.drafters import NgramDrafter
 from tinyspec.model import Model
@@ -111,11 +112,7 @@ print("\n" + small + tok.decode(context[len(small_ids):]))
 # %%
 trace, spec_stats = [], SpecStats()
 spec = speculative_generate_ids(model, NgramDrafter(max_n=3), ids, N_NEW, k=K, trace=trace, stats=spec_stats)
-for n, s in enumerate(trace[:12], 1):  # + kept, x rejected, . never checked
-    marks = [("+" if i < s.accepted else "x" if i == s.accepted else ".") + repr(tok.token_text(d))
-             for i, d in enumerate(s.drafted)]
-    print(f"step {n:>2} @{s.position}: kept {s.accepted}/{len(s.drafted)}, {s.final_kind} "
-          f"{tok.token_text(s.final_token)!r:12} | " + " ".join(marks))
+print_trace(trace[:12], tok)  # the same lines as `tinyspec generate --trace`
 if len(trace) > 12:
     print(f"... {len(trace) - 12} more steps")
 marked = tok.decode(spec[:1])

@@ -7,8 +7,9 @@
 # on four tokens, prove that the emitted token follows p *exactly*, break the rule three ways to see why
 # every piece is needed, and then check it empirically on the real model's own p and q.
 #
-# **Running time.** About 15 s on a 2-core laptop after the one-time conversion (about 10 s with
-# `TINYSPEC_QUICK=1`).
+# **Running time.** Measured 19 s after the one-time conversion (10 s with `TINYSPEC_QUICK=1`) on a
+# 2-core machine shared with two heavy jobs (load average 3.5, `NUMBA_NUM_THREADS=1`); an idle laptop is
+# faster. lessons/README.md lists every measurement.
 #
 # Notation (Leviathan et al.): p is the target's warped distribution, q the drafter's, beta the chance a
 # draft is accepted.
@@ -17,6 +18,7 @@
 import numpy as np
 
 from tinyspec import plots, theory
+from tinyspec.cli import print_trace
 from tinyspec.drafters import EarlyExitDrafter
 from tinyspec.sampling import SamplingParams, sample, warp
 from tinyspec.speculative import SpecStats, acceptance_probability, residual_distribution, \
@@ -154,12 +156,7 @@ trace, stats = [], SpecStats()
 sampling = SamplingParams(temperature=0.8, top_p=0.95, seed=SEED)
 out_ids = speculative_generate_ids(model, EarlyExitDrafter(EXIT), ids, 4 if QUICK else 12, sampling,
                                    verifier="rejection", k=2, trace=trace, stats=stats)
-for n, s in enumerate(trace, 1):  # + kept, x rejected, . never checked
-    marks = [("+" if i < s.accepted else "x" if i == s.accepted else ".") + repr(tok.token_text(d))
-             + (f" p={s.p_draft[i]:.3f} q={s.q_draft[i]:.3f} u={s.uniforms[i]:.3f}" if i < len(s.uniforms) else "")
-             for i, d in enumerate(s.drafted)]
-    print(f"step {n:>2}: kept {s.accepted}/{len(s.drafted)}, {s.final_kind} {tok.token_text(s.final_token)!r:12} | "
-          + "  ".join(marks))
+print_trace(trace, tok)  # + kept, x rejected, . never checked (the lines of `tinyspec generate --trace`)
 print(f"\n{prompt}{tok.decode(out_ids)}")
 print(f"{stats.accepted} of {stats.drafted} drafts accepted, {stats.tokens_per_forward:.2f} tokens per forward, "
       f"seed {SEED}")

@@ -12,8 +12,10 @@
 # diminishing returns (a^k shrinks), and more cost (k c, and v(k) grows once the verification stops being
 # memory-bound): the best k is in between, and depends on a, c and the machine.
 #
-# **Running time.** About 45 s on a 2-core laptop after the one-time conversion (about 20 s with
-# `TINYSPEC_QUICK=1`). The stopwatch numbers depend on the machine and its load; the lesson asserts only
+# **Running time.** Measured 42 s after the one-time conversion (18 s with `TINYSPEC_QUICK=1`) on a
+# 2-core machine shared with two heavy jobs (load average 3.3, `NUMBA_NUM_THREADS=1`); an idle laptop is
+# faster. lessons/README.md lists every measurement.
+# The stopwatch numbers depend on the machine and its load; the lesson asserts only
 # what does not.
 
 # %%

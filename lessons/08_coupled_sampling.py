@@ -8,8 +8,9 @@
 # position: identical text, token for token. (Cf. Daliri et al. 2024, "drafter-invariant speculative
 # decoding".)
 #
-# **Running time.** About 30 s on a 2-core laptop after the one-time conversion (about 15 s with
-# `TINYSPEC_QUICK=1`).
+# **Running time.** Measured 41 s after the one-time conversion (29 s with `TINYSPEC_QUICK=1`) on a
+# 2-core machine shared with two heavy jobs (load average 3.1, `NUMBA_NUM_THREADS=1`); an idle laptop is
+# faster. lessons/README.md lists every measurement.
 
 # %%
 import numpy as np

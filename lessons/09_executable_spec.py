@@ -7,8 +7,9 @@
 # Here we run one property live, then break the loop on purpose and watch Hypothesis find, and shrink, a
 # counterexample. Then the same for the math of rejection sampling.
 #
-# **Running time.** About 10 s on a 2-core laptop (about 5 s with `TINYSPEC_QUICK=1`). No real weights:
-# the properties run on tiny random models, where hundreds of cases take seconds.
+# **Running time.** Measured 9 s (15 s with `TINYSPEC_QUICK=1`, a noisier moment) on a 2-core machine shared
+# with two heavy jobs (load average 3.2 to 3.6). No real weights: the properties run on tiny random models,
+# where hundreds of cases take seconds.
 #
 # Needs Hypothesis (`pip install -e ".[test]"`).
 
