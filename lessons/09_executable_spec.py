@@ -163,7 +163,7 @@ print(f"the shrunk case: p = {np.round(p, 3).tolist()}, q = {np.round(q, 3).toli
 #
 # 1. Break it the way jaymody/speculative-sampling issue #3 did: make the draft model propose the argmax of
 #    its q while reporting q (`tinyspec.drafters.draft_model.sample = lambda q, rng: int(np.argmax(q))`),
-#    then run `spec.test_rejection_loop_matches_exact_distribution_chi_square("draft-model")`. Which
+#    then run `spec.test_rejection_loop_matches_exact_distribution_chi_square("draft-model", False)`. Which
 #    property catches it, and why can't the greedy property?
 # 2. An off-by-one in the rollback: wrap `KVCache.truncate` so it keeps one extra position. Which property
 #    fails, and what is the shrunk case?
