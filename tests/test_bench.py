@@ -190,3 +190,17 @@ def test_cli_wiring():
     assert args.quick and args.drafters == "ngram:2" and args.backend == "numpy" and args.func is run.cmd_bench
     args = run.build_parser().parse_args(["--k", "8", "--sampled-repeats", "0"])
     assert args.k == 8 and args.sampled_repeats == 0 and args.repeats == 2
+
+
+def test_running_the_script_takes_bench_off_sys_path(monkeypatch):
+    """`python bench/run.py` puts bench/ first on sys.path, where bench/kernels.py would shadow the PyPI package
+    `kernels` (which transformers imports): the script must remove it before anything else is imported."""
+    bench = REPO / "bench"
+    monkeypatch.setattr(sys, "path", [str(bench)] + [p for p in sys.path if Path(p or ".").resolve() != bench])
+    assert Path(importlib.util.find_spec("kernels").origin).parent == bench  # the shadowing, before the fix
+    sys.modules.pop("kernels", None)
+    load_runner()
+    assert all(Path(p or ".").resolve() != bench for p in sys.path)
+    found = importlib.util.find_spec("kernels")
+    assert found is None or Path(found.origin).parent != bench
+    assert str(REPO) in sys.path
