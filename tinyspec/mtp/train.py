@@ -60,7 +60,7 @@ class TrainConfig:
 
 def quick_config(minutes: float = 3.0, **overrides) -> TrainConfig:
     """A few minutes' worth of everything (short sequences, small batches, a 2048-token head): for lessons and
-    smoke tests. The drafter it makes is weak; the shipped one used TrainConfig() for 55 minutes."""
+    smoke tests. The drafter it makes is weak; the shipped one used TrainConfig(minutes=50)."""
     small = dict(minutes=minutes, seq_len=64, gen_batch=8, gen_sampled=8, gen_new=32, text_batch=4, heldout_seqs=4,
                  text_every=1, num_draft_tokens=2048, max_code_files=20, eval_minutes=0.5, checkpoint_minutes=0.5)
     small.update(overrides)
