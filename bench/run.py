@@ -103,39 +103,6 @@ def select_prompts(prompts, categories=None, ids=None, per_category=None) -> lis
 
 # --- 2. one timed run ---------------------------------------------------------------------------------------
 
-class TimedDrafter:
-    """Wraps a drafter with a stopwatch on `propose`: the drafting cost D of the cost model."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name = inner.name
-        self.seconds = 0.0  # total time spent proposing
-        self.k_requested = 0  # sum over steps of the k the loop asked for (adaptive k varies it)
-        self.calls = 0
-
-    @property
-    def vocab_size(self):
-        return self.inner.vocab_size
-
-    @property
-    def cost(self):  # c, read by the break-even rule (after begin(): some drafters set it there)
-        return getattr(self.inner, "cost", 0.0)
-
-    def begin(self, target, prompt, params):
-        self.inner.begin(target, prompt, params)
-
-    def propose(self, context, k):
-        t = time.perf_counter()
-        proposal = self.inner.propose(context, k)
-        self.seconds += time.perf_counter() - t
-        self.k_requested += k
-        self.calls += 1
-        return proposal
-
-    def rollback(self, n):
-        self.inner.rollback(n)
-
-
 @dataclass
 class Run:
     """One generation: what it produced and what it cost."""
@@ -174,6 +141,7 @@ def run_once(model, ids, max_new_tokens, params, drafter_name=None, verifier="gr
     """Vanilla decoding (drafter_name None) or speculative decoding of `ids`, timed."""
     from tinyspec.decoding import Stats, generate
     from tinyspec.drafters import make_drafter
+    from tinyspec.measure import TimedDrafter  # propose_seconds: the drafting time D
     from tinyspec.speculative import SpecStats, speculative_generate
 
     if drafter_name is None:
@@ -186,7 +154,7 @@ def run_once(model, ids, max_new_tokens, params, drafter_name=None, verifier="gr
     out = list(speculative_generate(model, drafter, ids, max_new_tokens, params, verifier, k, adaptive=adaptive,
                                     stats=stats))
     return Run(out, stats.seconds, stats.prefill_seconds, stats.target_forwards, stats.drafted, stats.accepted,
-               stats.steps, drafter.seconds, drafter.k_requested)
+               stats.steps, drafter.propose_seconds, drafter.k_requested)
 
 
 class cpu_clock:

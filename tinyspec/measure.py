@@ -127,17 +127,25 @@ def roofline_seconds(nbytes: float, flops: float, bandwidth: float, flops_per_se
 class TimedDrafter(Drafter):
     """Wraps a drafter and adds up the time it spends in begin/propose/rollback and the tokens it drafts.
 
-    `seconds_per_draft` over the target's one-token forward time is the cost model's c."""
+    `seconds_per_draft` over the target's one-token forward time is the cost model's c; `propose_seconds` is
+    the drafting time D of a run (what bench/run.py and tinyspec.mtp.report charge to the drafter)."""
 
     def __init__(self, inner: Drafter):
         self.inner = inner
         self.name = inner.name
-        self.seconds = 0.0
-        self.drafted = 0
+        self.seconds = 0.0  # begin + propose + rollback
+        self.propose_seconds = 0.0  # propose alone
+        self.drafted = 0  # tokens proposed
+        self.k_requested = 0  # sum over steps of the k the loop asked for (adaptive k varies it)
+        self.calls = 0  # propose calls
 
     @property
     def vocab_size(self):
         return self.inner.vocab_size
+
+    @property
+    def cost(self):  # c, read by the break-even rule (after begin(): some drafters set it there)
+        return getattr(self.inner, "cost", 0.0)
 
     def _timed(self, fn, *args):
         t0 = time.perf_counter()
@@ -150,8 +158,12 @@ class TimedDrafter(Drafter):
         self._timed(self.inner.begin, target, prompt, params)
 
     def propose(self, context, k):
+        t0 = time.perf_counter()
         proposal = self._timed(self.inner.propose, context, k)
+        self.propose_seconds += time.perf_counter() - t0
         self.drafted += len(proposal.tokens)
+        self.k_requested += k
+        self.calls += 1
         return proposal
 
     def rollback(self, n):

@@ -17,45 +17,26 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ..decoding import Stats, generate
+from ..measure import TimedDrafter
 from ..sampling import SamplingParams
 from ..speculative import SpecStats, speculative_generate
-
-
-class Stopwatch:
-    """Wraps a drafter and times its `propose` calls."""
-
-    def __init__(self, inner):
-        self.inner, self.name, self.vocab_size, self.seconds = inner, inner.name, inner.vocab_size, 0.0
-
-    def begin(self, target, prompt, params):
-        self.inner.begin(target, prompt, params)
-
-    def propose(self, context, k):
-        t = time.perf_counter()
-        proposal = self.inner.propose(context, k)
-        self.seconds += time.perf_counter() - t
-        return proposal
-
-    def rollback(self, n):
-        self.inner.rollback(n)
 
 
 def run_pair(model, drafter, ids, n: int, k: int, params=SamplingParams(), verifier="greedy"):
     """One vanilla and one speculative run of the same prompt: (vanilla tokens, decode seconds), (tokens, stats)."""
     vs = Stats()
     vanilla = list(generate(model, ids, n, params, stats=vs))
-    timed, ss, trace = Stopwatch(drafter), SpecStats(), []
+    timed, ss, trace = TimedDrafter(drafter), SpecStats(), []
     spec = list(speculative_generate(model, timed, ids, n, params, verifier, k, stats=ss, trace=trace))
     first = sum(1 for s in trace if s.drafted and s.accepted >= 1) / max(1, sum(1 for s in trace if s.drafted))
     return {"vanilla": vanilla, "vanilla_seconds": vs.seconds - vs.prefill_seconds, "spec": spec,
-            "spec_seconds": ss.seconds - ss.prefill_seconds, "draft_seconds": timed.seconds, "drafted": ss.drafted,
-            "accepted": ss.accepted, "steps": ss.steps, "forwards": ss.target_forwards, "first": first,
+            "spec_seconds": ss.seconds - ss.prefill_seconds, "draft_seconds": timed.propose_seconds,
+            "drafted": ss.drafted, "accepted": ss.accepted, "steps": ss.steps, "forwards": ss.target_forwards, "first": first,
             "new_tokens": ss.new_tokens}
 
 
