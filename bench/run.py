@@ -418,7 +418,7 @@ def markdown_floor(results: Results) -> str:
         return ""
     lines = [f"One decode step reads every weight once: {f['bytes'] / 1e9:.3f} GB in float32 (the LM head alone "
              f"{f['head_bytes'] / 1e9:.3f} GB). Streaming them at the bandwidth measured here "
-             f"({f['gbps']:.1f} GB/s with {f['threads']} thread(s): the faster of two read-only streams, "
+             f"({f['gbps']:.1f} GB/s with {results.machine.get('numba_threads', '?')} thread(s): the faster of two read-only streams, "
              + ", ".join(f"{k} {v} GB/s" for k, v in f.get("gbps_by_reader", {}).items())
              + f"; see memory_floor in bench/run.py) takes **{f['ms']:.1f} ms per token** "
              f"({1e3 / f['ms']:.1f} tokens/s): no float32 decoder on this machine, at batch 1 and this thread "
@@ -458,14 +458,8 @@ def memory_floor(model) -> dict:
     h = np.ones((1, model.cfg.hidden_size), dtype=np.float32)  # [1, d]
     rates = {"sum": memory_bandwidth(), "lm_head": nbytes["head"] / best_seconds(lambda: model.head(h), repeats=5)}
     reader = max(rates, key=rates.get)
-    try:
-        import numba
-
-        threads = numba.config.NUMBA_NUM_THREADS
-    except ImportError:
-        threads = "?"
     return {"bytes": nbytes["total"], "head_bytes": nbytes["head"], "gbps": rates[reader] / 1e9, "reader": reader,
-            "gbps_by_reader": {k: round(v / 1e9, 2) for k, v in rates.items()}, "threads": threads,
+            "gbps_by_reader": {k: round(v / 1e9, 2) for k, v in rates.items()},
             "ms": nbytes["total"] / rates[reader] * 1e3}
 
 

@@ -16,7 +16,6 @@
 # %%
 import importlib.util
 import inspect
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,9 @@ import tinyspec.speculative
 from tinyspec import theory
 from tinyspec.decoding import generate_ids
 from tinyspec.speculative import speculative_generate_ids
+from tinyspec.workshop import quick_mode
 
-QUICK = os.environ.get("TINYSPEC_QUICK", "") not in ("", "0")
+QUICK = quick_mode()
 SEED = 9  # Hypothesis' seed: the same cases, and the same counterexamples, on every run
 EXAMPLES = 20 if QUICK else 150
 print(f"quick mode: {QUICK}; Hypothesis seed {SEED}; {EXAMPLES} cases per property")

@@ -147,20 +147,19 @@ class TimedDrafter(Drafter):
     def cost(self):  # c, read by the break-even rule (after begin(): some drafters set it there)
         return getattr(self.inner, "cost", 0.0)
 
-    def _timed(self, fn, *args):
+    def _timed(self, fn, *args):  # -> (fn's result, the seconds it took, also added to self.seconds)
         t0 = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            self.seconds += time.perf_counter() - t0
+        result = fn(*args)
+        took = time.perf_counter() - t0
+        self.seconds += took
+        return result, took
 
     def begin(self, target, prompt, params):
         self._timed(self.inner.begin, target, prompt, params)
 
     def propose(self, context, k):
-        t0 = time.perf_counter()
-        proposal = self._timed(self.inner.propose, context, k)
-        self.propose_seconds += time.perf_counter() - t0
+        proposal, took = self._timed(self.inner.propose, context, k)
+        self.propose_seconds += took
         self.drafted += len(proposal.tokens)
         self.k_requested += k
         self.calls += 1

@@ -65,9 +65,9 @@ class PrefixCachedModel(Model):
         self.prefills = {}  # tuple(prompt ids) -> (k rows per layer, v rows per layer, hidden [P, d])
 
     def hidden(self, tokens, cache, layers=None):  # [M] -> [M, d]
-        key = tuple(int(t) for t in np.asarray(tokens).ravel())
-        if cache.length != 0 or layers is not None:
+        if cache.length != 0 or layers is not None:  # a decode or verify step, or a partial run: as usual
             return super().hidden(tokens, cache, layers)
+        key = tuple(int(t) for t in np.asarray(tokens).ravel())
         if key in self.prefills:
             ks, vs, h = self.prefills[key]
             cache.reserve(len(key))

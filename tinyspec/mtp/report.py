@@ -36,8 +36,8 @@ def run_pair(model, drafter, ids, n: int, k: int, params=SamplingParams(), verif
     first = sum(1 for s in trace if s.drafted and s.accepted >= 1) / max(1, sum(1 for s in trace if s.drafted))
     return {"vanilla": vanilla, "vanilla_seconds": vs.seconds - vs.prefill_seconds, "spec": spec,
             "spec_seconds": ss.seconds - ss.prefill_seconds, "draft_seconds": timed.propose_seconds,
-            "drafted": ss.drafted, "accepted": ss.accepted, "steps": ss.steps, "forwards": ss.target_forwards, "first": first,
-            "new_tokens": ss.new_tokens}
+            "drafted": ss.drafted, "accepted": ss.accepted, "steps": ss.steps, "forwards": ss.target_forwards,
+            "first": first, "new_tokens": ss.new_tokens}
 
 
 def teacher_forced_vs_loop(model, drafter, ids, n: int) -> dict:
@@ -49,7 +49,6 @@ def teacher_forced_vs_loop(model, drafter, ids, n: int) -> dict:
     Returns both agreement rates, the share of loop drafts equal to the teacher-forced draft at the same
     position (1.0 unless training and drafting disagree about inputs: positions, hidden state, cache rows,
     embedding scale), and how often the target's choice lies in the head's vocabulary subset at all."""
-    from ..decoding import generate
     from . import data
     from .train import first_drafts
 
