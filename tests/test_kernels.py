@@ -292,8 +292,9 @@ def test_one_thread_and_all_threads_agree_bitwise():
     rng = np.random.default_rng(4)
     x, W = randn(rng, 5, 300), randn(rng, 77, 300)
     serial = np.empty((5, 77), np.float32)
-    kernels._matmul_rows(x, W, serial)
-    assert np.array_equal(kernels._matmul_parallel(x, W), serial)
+    kernels._matmul_rows(x, W, serial, 0, 77)
+    for parts in (1, 2, 3, 8):  # each thread's share of W has its own stream spacing and leftover rows
+        assert np.array_equal(kernels._matmul_parallel(x, W, parts), serial), parts
     q, k_cache, v_cache = randn(rng, 3, 4, 16), randn(rng, 40, 2, 16), randn(rng, 40, 2, 16)
     for window in (0, 5):
         args = (q, k_cache, v_cache, 30, window, np.float32(0.25))

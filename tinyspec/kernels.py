@@ -25,8 +25,14 @@ a 1-row remainder path: the value of every element is fixed by the source, and t
 Decoding is memory-bound: the LM head alone is 262144 x 640 float32 = 671 MB per forward. `matmul_numba`
 streams each weight row once and uses it for every row of x: the inner tile multiplies 4 rows of W by 2 rows
 of x (8 dot products sharing every load), vectorized over the 16 lanes, threads splitting the rows of W. So
-verifying 8 tokens costs little more than decoding 1; BLAS gemm, by contrast, costs 2-3x gemv here
+verifying 8 tokens costs far less than 8 decodes; BLAS gemm, by contrast, costs 2-3x gemv here
 (bench/kernels.py measures both).
+
+How the rows are read matters as much. The 4 rows of a tile are not neighbours but a quarter of the thread's
+share apart (rows n, n + S, n + 2S, n + 3S), so each thread reads four long runs of memory front to back,
+which the CPU's hardware prefetcher follows well. Four neighbouring rows (a 10 KB run, then the next) it
+followed badly: one core read the LM head at 10 GB/s that way and at 18 GB/s as four streams, and the
+one-token forward went from about 70 ms to about 50 ms (measured on 2 cores here).
 
 Small problems run on the calling thread alone (below PARALLEL_MIN_WORK multiply-adds): waking a second
 thread costs microseconds on an idle machine, more than a k_proj at decode takes. The threshold is set for an
@@ -57,13 +63,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import numba
 from numba import njit, prange
 
 LANES = 16  # partial sums per dot product: two AVX2 vectors of 8 float32 (_finish spells out their tree)
 CHUNKS = 8  # terms each lane adds per panel (one loop trip); a panel covers LANES * CHUNKS values of K
 PANEL = LANES * CHUNKS  # 128: K is walked in panels of 128, the remaining K % 128 values go lane by lane
 ROWS_X = 16  # rows of x served by each panel of W before the next panel (acc: 16 x 4 x 16 floats = 4 KB)
-BLOCK_N = 32  # rows of W per parallel task
 # multiply-adds below which a kernel runs on the calling thread alone (k_proj, v_proj and short attention at
 # decode); q_proj, o_proj, the MLP and the LM head run on all threads (see the module docstring)
 PARALLEL_MIN_WORK = 1 << 18
@@ -79,52 +85,57 @@ def matmul_numpy(x, W):  # [M, K], [N, K] -> [M, N]
 
 
 @njit(inline="always", fastmath=_FMA)
-def _panel_4x2(acc, p, m, x0, x1, w0, w1, w2, w3):  # panel p of x{0,1} [K] . w{0..3} [K] -> acc[m:m+2, 4, LANES]
+def _panel_4x2(acc, i, x, m, W, n, S, p):  # panel p of x[m], x[m+1] . W[n + r S] (r < 4) -> acc[i:i+2, 4, LANES]
     for l in range(LANES):  # vectorized: 16 lanes = 2 AVX2 registers
-        a0 = acc[m, 0, l]; b0 = acc[m, 1, l]; c0 = acc[m, 2, l]; d0 = acc[m, 3, l]
-        a1 = acc[m + 1, 0, l]; b1 = acc[m + 1, 1, l]; c1 = acc[m + 1, 2, l]; d1 = acc[m + 1, 3, l]
+        a0 = acc[i, 0, l]; b0 = acc[i, 1, l]; c0 = acc[i, 2, l]; d0 = acc[i, 3, l]
+        a1 = acc[i + 1, 0, l]; b1 = acc[i + 1, 1, l]; c1 = acc[i + 1, 2, l]; d1 = acc[i + 1, 3, l]
         for j in range(CHUNKS):
             k = p * PANEL + j * LANES + l  # lane l takes k = l, l + 16, l + 32, ... in increasing order
-            a0 += x0[k] * w0[k]; b0 += x0[k] * w1[k]; c0 += x0[k] * w2[k]; d0 += x0[k] * w3[k]
-            a1 += x1[k] * w0[k]; b1 += x1[k] * w1[k]; c1 += x1[k] * w2[k]; d1 += x1[k] * w3[k]
-        acc[m, 0, l] = a0; acc[m, 1, l] = b0; acc[m, 2, l] = c0; acc[m, 3, l] = d0
-        acc[m + 1, 0, l] = a1; acc[m + 1, 1, l] = b1; acc[m + 1, 2, l] = c1; acc[m + 1, 3, l] = d1
+            x0 = x[m, k]; x1 = x[m + 1, k]
+            w0 = W[n, k]; w1 = W[n + S, k]; w2 = W[n + 2 * S, k]; w3 = W[n + 3 * S, k]
+            a0 += x0 * w0; b0 += x0 * w1; c0 += x0 * w2; d0 += x0 * w3
+            a1 += x1 * w0; b1 += x1 * w1; c1 += x1 * w2; d1 += x1 * w3
+        acc[i, 0, l] = a0; acc[i, 1, l] = b0; acc[i, 2, l] = c0; acc[i, 3, l] = d0
+        acc[i + 1, 0, l] = a1; acc[i + 1, 1, l] = b1; acc[i + 1, 2, l] = c1; acc[i + 1, 3, l] = d1
 
 
 @njit(inline="always", fastmath=_FMA)
-def _panel_4x1(acc, p, m, x0, w0, w1, w2, w3):  # panel p of x0 [K] . w{0..3} [K] -> acc[m, 4, LANES]
+def _panel_4x1(acc, i, x, m, W, n, S, p):  # panel p of x[m] . W[n + r S] (r < 4) -> acc[i, 4, LANES]
     for l in range(LANES):
-        a0 = acc[m, 0, l]; b0 = acc[m, 1, l]; c0 = acc[m, 2, l]; d0 = acc[m, 3, l]
+        a0 = acc[i, 0, l]; b0 = acc[i, 1, l]; c0 = acc[i, 2, l]; d0 = acc[i, 3, l]
         for j in range(CHUNKS):
             k = p * PANEL + j * LANES + l
-            a0 += x0[k] * w0[k]; b0 += x0[k] * w1[k]; c0 += x0[k] * w2[k]; d0 += x0[k] * w3[k]
-        acc[m, 0, l] = a0; acc[m, 1, l] = b0; acc[m, 2, l] = c0; acc[m, 3, l] = d0
+            x0 = x[m, k]
+            a0 += x0 * W[n, k]; b0 += x0 * W[n + S, k]; c0 += x0 * W[n + 2 * S, k]; d0 += x0 * W[n + 3 * S, k]
+        acc[i, 0, l] = a0; acc[i, 1, l] = b0; acc[i, 2, l] = c0; acc[i, 3, l] = d0
 
 
 @njit(inline="always", fastmath=_FMA)
-def _lanes_1x1(lanes, x0, w0):  # x0 [K], w0 [K] -> lanes[LANES] += lane sums
-    for p in range(x0.shape[0] // PANEL):
+def _lanes_1x1(lanes, a, b):  # a [K], b [K] -> lanes[LANES] += the panels' lane sums
+    for p in range(a.shape[0] // PANEL):
         for l in range(LANES):
-            a = lanes[l]
+            s = lanes[l]
             for j in range(CHUNKS):
                 k = p * PANEL + j * LANES + l
-                a += x0[k] * w0[k]
-            lanes[l] = a
+                s += a[k] * b[k]
+            lanes[l] = s
 
 
 @njit(inline="always", fastmath=_FMA)
-def _finish(lanes, x0, w0):  # lanes [LANES], x0 [K], w0 [K] -> x0 . w0 (float32)
+def _finish(lanes, a, b):  # lanes [LANES], a [K], b [K] -> a . b (float32)
     """Add the last K % 128 terms (term k goes to lane k % 16, as in the panels), then add the 16 lanes as
-    a fixed tree: lane l + 8 onto lane l, then l + 4, l + 2, l + 1."""
-    K = x0.shape[0]
+    a fixed tree, folding the upper half onto the lower: lane l + 8 onto lane l, then l + 4, l + 2, l + 1.
+    (The lanes are overwritten.)"""
+    K = a.shape[0]
     for k in range(K - K % PANEL, K):
-        lanes[k % LANES] += x0[k] * w0[k]
-    a = lanes
-    c0 = (a[0] + a[8]) + (a[4] + a[12])
-    c1 = (a[1] + a[9]) + (a[5] + a[13])
-    c2 = (a[2] + a[10]) + (a[6] + a[14])
-    c3 = (a[3] + a[11]) + (a[7] + a[15])
-    return (c0 + c2) + (c1 + c3)
+        lanes[k % LANES] += a[k] * b[k]
+    for l in range(8):
+        lanes[l] += lanes[l + 8]
+    for l in range(4):
+        lanes[l] += lanes[l + 4]
+    for l in range(2):
+        lanes[l] += lanes[l + 2]
+    return lanes[0] + lanes[1]
 
 
 @njit(inline="always", fastmath=_FMA)
@@ -135,47 +146,41 @@ def _dot(a, b):  # [K], [K] -> float32: the lane-ordered dot product every kerne
 
 
 @njit(fastmath=_FMA, cache=True)
-def _matmul_rows(x, W, out):  # x [M, K] @ W [N, K].T -> out [M, N], on one thread
-    """Four rows of W at a time, streamed panel by panel: each panel (4 x 512 bytes) serves up to 16 rows of x,
-    two at a time, while it is in cache, so the memory reads of the next panel start while this one computes.
-    Leftover rows (M odd, N % 4) take smaller tiles that do the same arithmetic per element: the tile shape
-    decides the speed, never the result."""
+def _matmul_rows(x, W, out, a, b):  # x [M, K] @ W[a:b].T -> out[:, a:b], on one thread
+    """Rows a .. b-1 of W, four at a time: rows n, n + S, n + 2S, n + 3S with S = (b - a) // 4, four long
+    streams through memory (section 2 of the module docstring says why). The tile's weights (4 x 512 bytes a
+    panel) serve up to 16 rows of x, two at a time, while they are in cache. Leftover rows (M odd,
+    (b - a) % 4) take smaller tiles that do the same arithmetic per element: the tile decides the speed,
+    never the result."""
     M, K = x.shape
-    N = W.shape[0]
+    S = (b - a) // 4
     acc = np.empty((min(M, ROWS_X), 4, LANES), np.float32)  # lane sums: up to 16 rows of x x 4 rows of W
-    n = 0
-    while n + 4 <= N:
-        w0 = W[n]; w1 = W[n + 1]; w2 = W[n + 2]; w3 = W[n + 3]
+    for n in range(a, a + S):
         for m0 in range(0, M, ROWS_X):
-            xb = x[m0:m0 + ROWS_X]  # [mb, K]  (a view: its rows are indexed from 0, which LLVM sees as >= 0)
-            mb = xb.shape[0]
+            mb = min(ROWS_X, M - m0)
             acc[:] = 0
-            for p in range(K // PANEL):  # rows of x in pairs
+            for p in range(K // PANEL):
                 i = 0
-                while i + 2 <= mb:
-                    _panel_4x2(acc, p, i, xb[i], xb[i + 1], w0, w1, w2, w3)
+                while i + 2 <= mb:  # rows of x in pairs
+                    _panel_4x2(acc, i, x, m0 + i, W, n, S, p)
                     i += 2
-            if mb % 2:  # the last row when mb is odd (M = 1: decoding)
-                for p in range(K // PANEL):
-                    _panel_4x1(acc, p, mb - 1, xb[mb - 1], w0, w1, w2, w3)
+                if mb % 2:  # the last row when mb is odd (M = 1: decoding)
+                    _panel_4x1(acc, mb - 1, x, m0 + mb - 1, W, n, S, p)
             for i in range(mb):
                 for r in range(4):
-                    out[m0 + i, n + r] = _finish(acc[i, r], xb[i], W[n + r])
-        n += 4
-    for n in range(n, N):
+                    out[m0 + i, n + r * S] = _finish(acc[i, r], x[m0 + i], W[n + r * S])
+    for n in range(a + 4 * S, b):  # the last (b - a) % 4 rows, one dot product at a time
         for m in range(M):
             out[m, n] = _dot(x[m], W[n])
 
 
 @njit(parallel=True, fastmath=_FMA, cache=True)
-def _matmul_parallel(x, W):  # x [M, K] @ W [N, K].T -> [M, N]
+def _matmul_parallel(x, W, parts):  # x [M, K] @ W [N, K].T -> [M, N]
     M = x.shape[0]
     N = W.shape[0]
     out = np.empty((M, N), np.float32)
-    for b in prange((N + BLOCK_N - 1) // BLOCK_N):  # threads split the rows of W: each row is read once
-        n0 = b * BLOCK_N
-        n1 = min(N, n0 + BLOCK_N)
-        _matmul_rows(x, W[n0:n1], out[:, n0:n1])
+    for c in prange(parts):  # one contiguous share of the rows of W per thread: each row is read once
+        _matmul_rows(x, W, out, c * N // parts, (c + 1) * N // parts)
     return out
 
 
@@ -189,9 +194,9 @@ def matmul_numba(x, W):  # [M, K], [N, K] -> [M, N]
         raise ValueError(f"matmul: x is {x.shape} but W is {W.shape}; need x [M, K] and W [N, K]")
     if x.shape[0] * W.size < PARALLEL_MIN_WORK:
         out = np.empty((x.shape[0], W.shape[0]), np.float32)
-        _matmul_rows(x, W, out)
+        _matmul_rows(x, W, out, 0, W.shape[0])
         return out
-    return _matmul_parallel(x, W)
+    return _matmul_parallel(x, W, numba.get_num_threads())
 
 
 def _f32(a, name, ndim, copy_ok=True):
@@ -233,26 +238,30 @@ def attention_numpy(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [
 
 @njit(fastmath=_FMA, cache=True)
 def _attend(q, k_cache, v_cache, start, window, scale, m, h, o):  # one query row m, head h -> o [D]
-    group = q.shape[1] // k_cache.shape[1]
-    g = h // group  # kv head
+    Hq, D = q.shape[1], q.shape[2]
+    Hkv = k_cache.shape[1]
+    g = h // (Hq // Hkv)  # kv head
     pos = start + m
     lo = max(0, pos - window + 1) if window > 0 else 0
     n = pos + 1 - lo  # visible keys: positions lo .. pos
-    qh = q[m, h]  # [D]
-    # 1. scores s[t] = (q . k[lo + t]) * scale, four keys at a time, each one lane-ordered dot product
+    # 1. scores s[t] = (q . k[lo + t]) * scale, each one lane-ordered dot product, four keys at a time through
+    #    the matmul's tile: as matrices, q is [M * Hq, D] and the keys [T_cap * Hkv, D], so query (m, h) is
+    #    row m * Hq + h, key (t, g) is row t * Hkv + g, and keys t .. t+3 are rows Hkv apart
+    qm = q.reshape(q.shape[0] * Hq, D)
+    km = k_cache.reshape(k_cache.shape[0] * Hkv, D)
+    row = m * Hq + h
     s = np.empty(n, np.float32)  # [n]
     acc = np.empty((1, 4, LANES), np.float32)
     t = 0
     while n - t >= 4:
-        k0 = k_cache[lo + t, g]; k1 = k_cache[lo + t + 1, g]; k2 = k_cache[lo + t + 2, g]; k3 = k_cache[lo + t + 3, g]
         acc[:] = 0
-        for p in range(qh.shape[0] // PANEL):
-            _panel_4x1(acc, p, 0, qh, k0, k1, k2, k3)
+        for p in range(D // PANEL):
+            _panel_4x1(acc, 0, qm, row, km, (lo + t) * Hkv + g, Hkv, p)
         for r in range(4):
-            s[t + r] = _finish(acc[0, r], qh, k_cache[lo + t + r, g]) * scale
+            s[t + r] = _finish(acc[0, r], qm[row], km[(lo + t + r) * Hkv + g]) * scale
         t += 4
     while t < n:
-        s[t] = _dot(qh, k_cache[lo + t, g]) * scale
+        s[t] = _dot(qm[row], km[(lo + t) * Hkv + g]) * scale
         t += 1
     # 2. softmax numerators exp(s - max) and their sum, in increasing position
     mx = s[0]
