@@ -70,12 +70,27 @@ def median_seconds(f, repeats: int) -> float:
 
 
 def seconds(f, repeats: int) -> list[float]:
-    f()
-    times = []
-    for _ in range(repeats):
-        t = CLOCK()
-        f()
-        times.append(CLOCK() - t)
+    return in_turns({"f": f}, repeats)["f"]
+
+
+def in_turns(fs: dict, rounds: int, per_turn: int = 1, pause: float = 0.0) -> dict:
+    """{name: [seconds of each timed call]}: `rounds` rounds in which each f takes a turn, so that a burst of
+    load from elsewhere, or a slow minute of memory bandwidth, hits every f alike. A turn waits `pause` seconds
+    (the previous library's spinning threads go idle and stop competing for the cores), calls f once untimed
+    (waking f's own threads, as the back-to-back calls of a forward pass find them), then times `per_turn`
+    calls back to back."""
+    times = {name: [] for name in fs}
+    for f in fs.values():
+        f()  # compile, touch the memory
+    for _ in range(rounds):
+        for name, f in fs.items():
+            if pause:
+                time.sleep(pause)
+                f()
+            for _ in range(per_turn):
+                t = CLOCK()
+                f()
+                times[name].append(CLOCK() - t)
     return times
 
 
@@ -125,8 +140,9 @@ def memory_table(gbps: float) -> Table:
 
 # 3. matmul ---------------------------------------------------------------------------------------------
 
-def matmul_table(shape, rows=ROWS, repeats: int = 7, seed: int = 0) -> Table:
-    """numba (batch-invariant) and numpy (BLAS) side by side; each M timed numba, pause, numpy, pause."""
+def matmul_table(shape, rows=ROWS, repeats: int = 7, per_turn: int = 1, seed: int = 0) -> Table:
+    """numba (batch-invariant) and numpy (BLAS) side by side: for each M the two take turns, `repeats` turns of
+    `per_turn` timed calls each."""
     N, K = shape
     rng = np.random.default_rng(seed)
     W = rng.standard_normal((N, K), dtype=np.float32)
@@ -137,17 +153,18 @@ def matmul_table(shape, rows=ROWS, repeats: int = 7, seed: int = 0) -> Table:
     base = {}
     for M in rows:
         x = rng.standard_normal((M, K), dtype=np.float32)
-        ms, best = {}, {}
-        for name, f in (("numba", kernels.matmul_numba), ("numpy", kernels.matmul_numpy)):
-            times = seconds(lambda: f(x, W), repeats)
-            ms[name], best[name] = statistics.median(times) * 1e3, min(times) * 1e3
+        times = in_turns({"numba": lambda: kernels.matmul_numba(x, W), "numpy": lambda: kernels.matmul_numpy(x, W)},
+                         repeats, per_turn, pause=0.3)  # OpenBLAS threads spin for about 0.1 s after a call
+        ms = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+        best = {name: min(ts) * 1e3 for name, ts in times.items()}
+        for name in ms:
             base.setdefault(name, ms[name])
-            time.sleep(0.2)  # let the other library's threads go idle
         t.rows.append([str(M)] + [cell for name in ("numba", "numpy") for cell in (
             f"{ms[name]:.2f} ({best[name]:.2f})", f"{gbytes / ms[name] * 1e3:.1f}", f"{ms[name] / base[name]:.2f}")]
             + [f"{ms['numpy'] / ms['numba']:.2f}"])
     clock = "CPU" if CLOCK is time.process_time else "wall"
-    t.notes.append(f"{clock} time, median (min) of {repeats}; GB/s = weight bytes / median time (each weight "
+    t.notes.append(f"{clock} time, median (min) of {repeats * per_turn} calls: numba and numpy took {repeats} "
+                   f"turns each, {per_turn} timed call(s) a turn; GB/s = weight bytes / median time (each weight "
                    "is read once per call)")
     return t
 
@@ -184,6 +201,8 @@ def model_tables(gbps: float, repeats: int, decode_tokens: int = 24) -> list:
                 ["backend", "M=1 ms", "M=8 ms", "forward(M=8) / forward(M=1)"])
     dec = Table(f"Greedy decode, {decode_tokens} tokens after a 101-token prompt",
                 ["backend", "ms / token", "tokens/s", "memory floor ms / token", "ms / floor"])
+    fwd.notes.append(f"median (min) of {repeats}, M = 1 and M = 8 called in turns; the ratio is of the medians "
+                     "(of the minima)")
     floor = memory_floor_ms(nbytes, gbps)
     results = {}
     for backend in ("numba", "numpy"):
@@ -194,9 +213,10 @@ def model_tables(gbps: float, repeats: int, decode_tokens: int = 24) -> list:
         def step(M):
             model.forward([5] * M, cache)
             cache.truncate(len(prompt))
-        t1 = median_seconds(lambda: step(1), repeats)
-        t8 = median_seconds(lambda: step(8), repeats)
-        fwd.rows.append([backend, f"{t1 * 1e3:.1f}", f"{t8 * 1e3:.1f}", f"{t8 / t1:.2f}"])
+        times = in_turns({1: lambda: step(1), 8: lambda: step(8)}, repeats)  # M = 1 and M = 8 in turns
+        t1, t8 = statistics.median(times[1]), statistics.median(times[8])
+        fwd.rows.append([backend, f"{t1 * 1e3:.1f} ({min(times[1]) * 1e3:.1f})", f"{t8 * 1e3:.1f} ({min(times[8]) * 1e3:.1f})",
+                         f"{t8 / t1:.2f} ({min(times[8]) / min(times[1]):.2f})"])
         token = 5
         t = CLOCK()
         for _ in range(decode_tokens):
@@ -212,20 +232,20 @@ def model_tables(gbps: float, repeats: int, decode_tokens: int = 24) -> list:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="3 repeats, no compile-time measurement")
+    ap.add_argument("--quick", action="store_true", help="5 repeats, no compile-time measurement")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--cpu-time", action="store_true", help="time by CPU time (meaningful with one thread)")
     ap.add_argument("--no-model", action="store_true", help="skip the real-model rows (forward ratio, decode)")
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.cpu_time else time.perf_counter
-    repeats = 3 if args.quick else args.repeats
+    repeats = 5 if args.quick else args.repeats
     kernels.warmup()
     gbps = copy_bandwidth(repeats=repeats)
     tables = [machine_table(), memory_table(gbps)]
-    for shape, n in ((LM_HEAD, repeats), (BLOCK, max(repeats, 21))):
+    for shape, per_turn in ((LM_HEAD, 1), (BLOCK, 10)):  # a block's matmul takes well under a millisecond
         print(f"timing matmul {shape} ...", file=sys.stderr, flush=True)
-        tables.append(matmul_table(shape, repeats=n))
+        tables.append(matmul_table(shape, repeats=repeats, per_turn=per_turn))
     if not args.no_model:
         print("timing the real model ...", file=sys.stderr, flush=True)
         tables += model_tables(gbps, repeats)
