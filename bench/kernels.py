@@ -208,7 +208,8 @@ def model_tables(gbps: float, repeats: int, decode_tokens: int = 24) -> list:
     for backend in ("numba", "numpy"):
         model = Model(cfg, weights, backend=backend)
         cache = model.new_cache(len(prompt) + decode_tokens + 16)
-        model.forward(prompt, cache, last_only=True)
+        model.forward(prompt, cache, last_only=True)  # the prefill: BLAS on both backends
+        time.sleep(0.3)  # OpenBLAS's threads spin for about 0.1 s after a call, competing with Numba's
 
         def step(M):
             model.forward([5] * M, cache)
