@@ -147,11 +147,13 @@ class VerifyCost:
     """v(m): the time of one target forward over m tokens, in single-token forwards (v(1) = 1).
 
     Decode is memory-bound, so v grows slowly, but not from the first extra token: the kernels for M > 1 rows
-    cost more than the M = 1 path. The default is fitted on the reference machine (AMD EPYC, one thread per
-    process, 300-1500 tokens of context): v(2) = 1.38-1.45, v(9) = 2.1-2.4, v(17) = 3.3-4.1. Measure yours
-    with `bench/kernels.py` and pass a VerifyCost to speculative_generate."""
-    first_extra: float = 0.40  # v(2) - v(1)
-    per_token: float = 0.12  # v(m + 1) - v(m) for m >= 2
+    do more arithmetic per weight read. The default is fitted on the reference machine (AMD EPYC, 300-1000
+    tokens of context, tinyspec/kernels.py's four-stream matmul): one thread v(2) = 1.14-1.19, v(9) =
+    2.15-2.36, v(17) = 3.8; two threads v(2) = 1.08-1.12, v(9) = 1.8-2.0, v(17) = 3.0. (The kernels before
+    it, whose one-token forward was slower, gave v(2) = 1.38-1.45 on one thread.) Measure yours with
+    `measure.forward_times` and pass a VerifyCost to speculative_generate."""
+    first_extra: float = 0.15  # v(2) - v(1)
+    per_token: float = 0.14  # v(m + 1) - v(m) for m >= 2
 
     def __call__(self, m: int) -> float:
         return 1.0 if m <= 1 else 1.0 + self.first_extra + self.per_token * (m - 2)
