@@ -66,11 +66,7 @@ CLOCK = time.perf_counter  # wall time; --cpu-time switches to time.process_time
 
 def median_seconds(f, repeats: int) -> float:
     """Median time of f() over `repeats` calls, after one untimed call."""
-    return statistics.median(seconds(f, repeats))
-
-
-def seconds(f, repeats: int) -> list[float]:
-    return in_turns({"f": f}, repeats)["f"]
+    return statistics.median(in_turns({"f": f}, repeats)["f"])
 
 
 def in_turns(fs: dict, rounds: int, per_turn: int = 1, pause: float = 0.0) -> dict:
@@ -209,15 +205,17 @@ def model_tables(gbps: float, repeats: int, decode_tokens: int = 24) -> list:
         model = Model(cfg, weights, backend=backend)
         cache = model.new_cache(len(prompt) + decode_tokens + 16)
         model.forward(prompt, cache, last_only=True)  # the prefill: BLAS on both backends
-        time.sleep(0.3)  # OpenBLAS's threads spin for about 0.1 s after a call, competing with Numba's
+        time.sleep(0.3)  # threads spin for about 0.1 s after a call (OpenBLAS's after the prefill, Numba's after
+        #                  the previous backend's decode): let them go idle before anything is timed
 
         def step(M):
             model.forward([5] * M, cache)
             cache.truncate(len(prompt))
         times = in_turns({1: lambda: step(1), 8: lambda: step(8)}, repeats)  # M = 1 and M = 8 in turns
         t1, t8 = statistics.median(times[1]), statistics.median(times[8])
-        fwd.rows.append([backend, f"{t1 * 1e3:.1f} ({min(times[1]) * 1e3:.1f})", f"{t8 * 1e3:.1f} ({min(times[8]) * 1e3:.1f})",
-                         f"{t8 / t1:.2f} ({min(times[8]) / min(times[1]):.2f})"])
+        b1, b8 = min(times[1]), min(times[8])
+        fwd.rows.append([backend, f"{t1 * 1e3:.1f} ({b1 * 1e3:.1f})", f"{t8 * 1e3:.1f} ({b8 * 1e3:.1f})",
+                         f"{t8 / t1:.2f} ({b8 / b1:.2f})"])
         token = 5
         t = CLOCK()
         for _ in range(decode_tokens):
@@ -225,7 +223,6 @@ def model_tables(gbps: float, repeats: int, decode_tokens: int = 24) -> list:
         per = (CLOCK() - t) / decode_tokens
         results[backend] = per
         dec.rows.append([backend, f"{per * 1e3:.1f}", f"{1 / per:.1f}", f"{floor:.1f}", f"{per * 1e3 / floor:.2f}"])
-        time.sleep(0.5)  # let BLAS threads go idle before the other backend runs
     dec.notes.append(f"model bytes read per token: {nbytes / 1e9:.3f} GB; numba / numpy decode speed: "
                      f"{results['numpy'] / results['numba']:.2f}x")
     return [fwd, dec]
