@@ -9,24 +9,29 @@ BLAS does not promise that: OpenBLAS runs a different kernel for one row (gemv) 
 the last bits of the logits move and near-ties flip. The Numba kernels below fix the order in which every
 output element is summed, and make it depend on nothing but that element's own inputs:
 
-    matmul   out[m, n] = x[m] . W[n]: lane l (0 <= l < LANES) sums x[m, k] * W[n, k] for k = l, l + 16,
-             l + 32, ... in increasing k, one fused multiply-add (FMA) per term; then the 16 lanes are added
-             as a fixed tree (l + 8, then + 4, + 2, + 1).
+    matmul   out[m, n] = x[m] . W[n]: lane l (0 <= l < 8) sums x[m, k] * W[n, k] for k = l, l + 8, l + 16,
+             ... in increasing k, one fused multiply-add (FMA, rounded once) per term, the last K % 8 terms
+             included; then the 8 lanes are added as a fixed tree (lane l + 4 onto l, then + 2, then + 1).
     attention  every score is such a dot product; the softmax sum and the weighted sum of values run over the
              visible keys in increasing position, one query row and head at a time.
     rms_norm   the sum of squares of a row is the same lane-ordered dot product of the row with itself.
 
-None of the kernels asks for reassociation (`fastmath` is limited to "contract", which turns each
-`a += x * w` into one FMA), so LLVM may vectorize a loop or not, unroll it or not, take a 4-row tile path or
-a 1-row remainder path: the value of every element is fixed by the source, and the tests check it bitwise.
+The dot products are written with explicit 8-lane vector operations (`tinyspec.simd`: vload, vfma), so the
+compiler has nothing to choose in them: a 3-row tile, a 1-row tile or a one-product remainder computes every
+element with the same FMAs in the same order, and the tests check it bitwise. No kernel asks for
+reassociation (attention's weighted sum allows only "contract", which turns `a += p * v` into one FMA).
 
 # 2. Why fast
 
 Decoding is memory-bound: the LM head alone is 262144 x 640 float32 = 671 MB per forward. `matmul_numba`
-streams each weight row once and uses it for every row of x: the inner tile multiplies 4 rows of W by 2 rows
-of x (8 dot products sharing every load), vectorized over the 16 lanes, threads splitting the rows of W. So
-verifying 8 tokens costs far less than 8 decodes; BLAS gemm, by contrast, costs 2-3x gemv here
-(bench/kernels.py measures both).
+streams each weight row once and uses it for every row of x. The inner tile multiplies 4 rows of W by 3 rows
+of x: twelve dot products whose lane sums stay in twelve registers for the whole row, each step loading 7
+pieces of 8 floats for 12 FMAs; threads split the rows of W. So verifying 8 tokens costs far less than 8
+decodes; BLAS gemm, by contrast, costs 2-3x gemv here (bench/kernels.py measures both). The tile is spelled
+out with simd.py's vectors because LLVM's auto-vectorizer does not keep twelve sums in registers across a
+loop of unknown length: the previous, auto-vectorized tile (4 x 2 rows, sums stored to memory every 128
+values) was 1.25x slower on the 8-row LM head and 1.4-1.75x slower on a block's matrices (measured side by
+side on 2 cores here).
 
 How the rows are read matters as much. The 4 rows of a tile are not neighbours but a quarter of the thread's
 share apart (rows n, n + S, n + 2S, n + 3S), so each thread reads four long runs of memory front to back,
@@ -66,15 +71,13 @@ import numpy as np
 import numba
 from numba import njit, prange
 
-LANES = 16  # partial sums per dot product: two AVX2 vectors of 8 float32 (_finish spells out their tree)
-CHUNKS = 8  # terms each lane adds per panel (one loop trip); a panel covers LANES * CHUNKS values of K
-PANEL = LANES * CHUNKS  # 128: K is walked in panels of 128, the remaining K % 128 values go lane by lane
-ROWS_X = 16  # rows of x served by each panel of W before the next panel (acc: 16 x 4 x 16 floats = 4 KB)
-# multiply-adds below which a kernel runs on the calling thread alone (k_proj, v_proj and short attention at
-# decode); q_proj, o_proj, the MLP and the LM head run on all threads (see the module docstring)
-PARALLEL_MIN_WORK = 1 << 18
+from .simd import WIDTH, fma, vfma, vload, vstore, vzero
+
+PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone (k_proj,
+#                               v_proj and short attention at decode); q_proj, o_proj, the MLP and the LM head
+#                               run on all threads (see the module docstring)
 MAX_INVARIANT_ROWS = 64  # above this many rows (the prefill) the numba table hands matmul to BLAS
-_FMA = {"contract"}  # fuse a += x * w into one FMA; no reassociation, so the order of every sum is the source's
+_FMA = {"contract"}  # attention's weighted sum: fuse a += p * v into one FMA; no reassociation anywhere
 
 
 # 1. matmul ------------------------------------------------------------------------------------------------
@@ -84,53 +87,56 @@ def matmul_numpy(x, W):  # [M, K], [N, K] -> [M, N]
     return x @ W.T  # [M, N]
 
 
-@njit(inline="always", fastmath=_FMA)
-def _panel_4x2(acc, i, x, m, W, n, S, p):  # panel p of x[m], x[m+1] . W[n + r S] (r < 4) -> acc[i:i+2, 4, LANES]
-    for l in range(LANES):  # vectorized: 16 lanes = 2 AVX2 registers
-        a0 = acc[i, 0, l]; b0 = acc[i, 1, l]; c0 = acc[i, 2, l]; d0 = acc[i, 3, l]
-        a1 = acc[i + 1, 0, l]; b1 = acc[i + 1, 1, l]; c1 = acc[i + 1, 2, l]; d1 = acc[i + 1, 3, l]
-        for j in range(CHUNKS):
-            k = p * PANEL + j * LANES + l  # lane l takes k = l, l + 16, l + 32, ... in increasing order
-            x0 = x[m, k]; x1 = x[m + 1, k]
-            w0 = W[n, k]; w1 = W[n + S, k]; w2 = W[n + 2 * S, k]; w3 = W[n + 3 * S, k]
-            a0 += x0 * w0; b0 += x0 * w1; c0 += x0 * w2; d0 += x0 * w3
-            a1 += x1 * w0; b1 += x1 * w1; c1 += x1 * w2; d1 += x1 * w3
-        acc[i, 0, l] = a0; acc[i, 1, l] = b0; acc[i, 2, l] = c0; acc[i, 3, l] = d0
-        acc[i + 1, 0, l] = a1; acc[i + 1, 1, l] = b1; acc[i + 1, 2, l] = c1; acc[i + 1, 3, l] = d1
+@njit(inline="always")
+def _tile_4x3(acc, i, x, m, W, n, S, kend):  # x[m:m+3] . W[n + r S] (r < 4), K < kend -> acc[i:i+3, 4, WIDTH]
+    """Twelve dot products at once, their lane sums in twelve registers: each step loads 3 pieces of x and 4 of W
+    (7 loads) for 12 FMAs. Row names: a, b, c, d are W rows n, n + S, n + 2S, n + 3S; 0, 1, 2 are x rows."""
+    a0 = vzero(); b0 = vzero(); c0 = vzero(); d0 = vzero()
+    a1 = vzero(); b1 = vzero(); c1 = vzero(); d1 = vzero()
+    a2 = vzero(); b2 = vzero(); c2 = vzero(); d2 = vzero()
+    for k in range(0, kend, WIDTH):
+        x0 = vload(x, m, k); x1 = vload(x, m + 1, k); x2 = vload(x, m + 2, k)
+        w = vload(W, n, k); a0 = vfma(x0, w, a0); a1 = vfma(x1, w, a1); a2 = vfma(x2, w, a2)
+        w = vload(W, n + S, k); b0 = vfma(x0, w, b0); b1 = vfma(x1, w, b1); b2 = vfma(x2, w, b2)
+        w = vload(W, n + 2 * S, k); c0 = vfma(x0, w, c0); c1 = vfma(x1, w, c1); c2 = vfma(x2, w, c2)
+        w = vload(W, n + 3 * S, k); d0 = vfma(x0, w, d0); d1 = vfma(x1, w, d1); d2 = vfma(x2, w, d2)
+    vstore(acc, i, 0, a0); vstore(acc, i, 1, b0); vstore(acc, i, 2, c0); vstore(acc, i, 3, d0)
+    vstore(acc, i + 1, 0, a1); vstore(acc, i + 1, 1, b1); vstore(acc, i + 1, 2, c1); vstore(acc, i + 1, 3, d1)
+    vstore(acc, i + 2, 0, a2); vstore(acc, i + 2, 1, b2); vstore(acc, i + 2, 2, c2); vstore(acc, i + 2, 3, d2)
 
 
-@njit(inline="always", fastmath=_FMA)
-def _panel_4x1(acc, i, x, m, W, n, S, p):  # panel p of x[m] . W[n + r S] (r < 4) -> acc[i, 4, LANES]
-    for l in range(LANES):
-        a0 = acc[i, 0, l]; b0 = acc[i, 1, l]; c0 = acc[i, 2, l]; d0 = acc[i, 3, l]
-        for j in range(CHUNKS):
-            k = p * PANEL + j * LANES + l
-            x0 = x[m, k]
-            a0 += x0 * W[n, k]; b0 += x0 * W[n + S, k]; c0 += x0 * W[n + 2 * S, k]; d0 += x0 * W[n + 3 * S, k]
-        acc[i, 0, l] = a0; acc[i, 1, l] = b0; acc[i, 2, l] = c0; acc[i, 3, l] = d0
+@njit(inline="always")
+def _tile_4x2(acc, i, x, m, W, n, S, kend):  # x[m:m+2] . W[n + r S] (r < 4), K < kend -> acc[i:i+2, 4, WIDTH]
+    a0 = vzero(); b0 = vzero(); c0 = vzero(); d0 = vzero()
+    a1 = vzero(); b1 = vzero(); c1 = vzero(); d1 = vzero()
+    for k in range(0, kend, WIDTH):
+        x0 = vload(x, m, k); x1 = vload(x, m + 1, k)
+        w = vload(W, n, k); a0 = vfma(x0, w, a0); a1 = vfma(x1, w, a1)
+        w = vload(W, n + S, k); b0 = vfma(x0, w, b0); b1 = vfma(x1, w, b1)
+        w = vload(W, n + 2 * S, k); c0 = vfma(x0, w, c0); c1 = vfma(x1, w, c1)
+        w = vload(W, n + 3 * S, k); d0 = vfma(x0, w, d0); d1 = vfma(x1, w, d1)
+    vstore(acc, i, 0, a0); vstore(acc, i, 1, b0); vstore(acc, i, 2, c0); vstore(acc, i, 3, d0)
+    vstore(acc, i + 1, 0, a1); vstore(acc, i + 1, 1, b1); vstore(acc, i + 1, 2, c1); vstore(acc, i + 1, 3, d1)
 
 
-@njit(inline="always", fastmath=_FMA)
-def _lanes_1x1(lanes, a, b):  # a [K], b [K] -> lanes[LANES] += the panels' lane sums
-    for p in range(a.shape[0] // PANEL):
-        for l in range(LANES):
-            s = lanes[l]
-            for j in range(CHUNKS):
-                k = p * PANEL + j * LANES + l
-                s += a[k] * b[k]
-            lanes[l] = s
+@njit(inline="always")
+def _tile_4x1(acc, i, x, m, W, n, S, kend):  # x[m] . W[n + r S] (r < 4), K < kend -> acc[i, 4, WIDTH]
+    a = vzero(); b = vzero(); c = vzero(); d = vzero()
+    for k in range(0, kend, WIDTH):
+        x0 = vload(x, m, k)
+        a = vfma(x0, vload(W, n, k), a); b = vfma(x0, vload(W, n + S, k), b)
+        c = vfma(x0, vload(W, n + 2 * S, k), c); d = vfma(x0, vload(W, n + 3 * S, k), d)
+    vstore(acc, i, 0, a); vstore(acc, i, 1, b); vstore(acc, i, 2, c); vstore(acc, i, 3, d)
 
 
-@njit(inline="always", fastmath=_FMA)
-def _finish(lanes, a, b):  # lanes [LANES], a [K], b [K] -> a . b (float32)
-    """Add the last K % 128 terms (term k goes to lane k % 16, as in the panels), then add the 16 lanes as
-    a fixed tree, folding the upper half onto the lower: lane l + 8 onto lane l, then l + 4, l + 2, l + 1.
+@njit(inline="always")
+def _finish(lanes, a, b):  # lanes [WIDTH], a [K], b [K] -> a . b (float32)
+    """Add the last K % 8 terms (term k goes to lane k % 8, as in the tiles), then add the 8 lanes as a fixed
+    tree, folding the upper half onto the lower: lane l + 4 onto lane l, then l + 2, then l + 1.
     (The lanes are overwritten.)"""
     K = a.shape[0]
-    for k in range(K - K % PANEL, K):
-        lanes[k % LANES] += a[k] * b[k]
-    for l in range(8):
-        lanes[l] += lanes[l + 8]
+    for k in range(K - K % WIDTH, K):
+        lanes[k % WIDTH] = fma(a[k], b[k], lanes[k % WIDTH])
     for l in range(4):
         lanes[l] += lanes[l + 4]
     for l in range(2):
@@ -138,43 +144,45 @@ def _finish(lanes, a, b):  # lanes [LANES], a [K], b [K] -> a . b (float32)
     return lanes[0] + lanes[1]
 
 
-@njit(inline="always", fastmath=_FMA)
-def _dot(a, b):  # [K], [K] -> float32: the lane-ordered dot product every kernel here uses
-    lanes = np.zeros(LANES, np.float32)
-    _lanes_1x1(lanes, a, b)
-    return _finish(lanes, a, b)
+@njit(inline="always")
+def _dot(x, m, W, n):  # x [M, K] row m, W [N, K] row n -> x[m] . W[n] (float32), the order every kernel uses
+    K = x.shape[1]
+    s = vzero()
+    for k in range(0, K - K % WIDTH, WIDTH):
+        s = vfma(vload(x, m, k), vload(W, n, k), s)
+    lanes = np.empty((1, 1, WIDTH), np.float32)
+    vstore(lanes, 0, 0, s)
+    return _finish(lanes[0, 0], x[m], W[n])
 
 
-@njit(fastmath=_FMA, cache=True)
+@njit(cache=True)
 def _matmul_rows(x, W, out, a, b):  # x [M, K] @ W[a:b].T -> out[:, a:b], on one thread
     """Rows a .. b-1 of W, four at a time: rows n, n + S, n + 2S, n + 3S with S = (b - a) // 4, four long
-    streams through memory (section 2 of the module docstring says why). The tile's weights (4 x 512 bytes a
-    panel) serve up to 16 rows of x, two at a time, while they are in cache. Leftover rows (M odd,
-    (b - a) % 4) take smaller tiles that do the same arithmetic per element: the tile decides the speed,
-    never the result."""
+    streams through memory (section 2 of the module docstring says why). The tile's four rows of W serve every
+    row of x, three at a time, while they are in cache. Leftover rows (M not a multiple of 3, (b - a) % 4)
+    take smaller tiles that do the same arithmetic per element: the tile decides the speed, never the result."""
     M, K = x.shape
     S = (b - a) // 4
-    acc = np.empty((min(M, ROWS_X), 4, LANES), np.float32)  # lane sums: up to 16 rows of x x 4 rows of W
+    kend = K - K % WIDTH  # the tiles run over k < kend; _finish adds the rest
+    acc = np.empty((M, 4, WIDTH), np.float32)  # lane sums: every row of x x 4 rows of W
     for n in range(a, a + S):
-        for m0 in range(0, M, ROWS_X):
-            mb = min(ROWS_X, M - m0)
-            acc[:] = 0
-            for p in range(K // PANEL):
-                i = 0
-                while i + 2 <= mb:  # rows of x in pairs
-                    _panel_4x2(acc, i, x, m0 + i, W, n, S, p)
-                    i += 2
-                if mb % 2:  # the last row when mb is odd (M = 1: decoding)
-                    _panel_4x1(acc, mb - 1, x, m0 + mb - 1, W, n, S, p)
-            for i in range(mb):
-                for r in range(4):
-                    out[m0 + i, n + r * S] = _finish(acc[i, r], x[m0 + i], W[n + r * S])
+        i = 0
+        while i + 3 <= M:  # rows of x in threes
+            _tile_4x3(acc, i, x, i, W, n, S, kend)
+            i += 3
+        if M - i == 2:
+            _tile_4x2(acc, i, x, i, W, n, S, kend)
+        elif M - i == 1:  # M = 1: decoding
+            _tile_4x1(acc, i, x, i, W, n, S, kend)
+        for i in range(M):
+            for r in range(4):
+                out[i, n + r * S] = _finish(acc[i, r], x[i], W[n + r * S])
     for n in range(a + 4 * S, b):  # the last (b - a) % 4 rows, one dot product at a time
         for m in range(M):
-            out[m, n] = _dot(x[m], W[n])
+            out[m, n] = _dot(x, m, W, n)
 
 
-@njit(parallel=True, fastmath=_FMA, cache=True)
+@njit(parallel=True, cache=True)
 def _matmul_parallel(x, W, parts):  # x [M, K] @ W [N, K].T -> [M, N]
     M = x.shape[0]
     N = W.shape[0]
@@ -251,17 +259,16 @@ def _attend(q, k_cache, v_cache, start, window, scale, m, h, o):  # one query ro
     km = k_cache.reshape(k_cache.shape[0] * Hkv, D)
     row = m * Hq + h
     s = np.empty(n, np.float32)  # [n]
-    acc = np.empty((1, 4, LANES), np.float32)
+    acc = np.empty((1, 4, WIDTH), np.float32)
+    kend = D - D % WIDTH
     t = 0
     while n - t >= 4:
-        acc[:] = 0
-        for p in range(D // PANEL):
-            _panel_4x1(acc, 0, qm, row, km, (lo + t) * Hkv + g, Hkv, p)
+        _tile_4x1(acc, 0, qm, row, km, (lo + t) * Hkv + g, Hkv, kend)
         for r in range(4):
             s[t + r] = _finish(acc[0, r], qm[row], km[(lo + t + r) * Hkv + g]) * scale
         t += 4
     while t < n:
-        s[t] = _dot(qm[row], km[(lo + t) * Hkv + g]) * scale
+        s[t] = _dot(qm, row, km, (lo + t) * Hkv + g) * scale
         t += 1
     # 2. softmax numerators exp(s - max) and their sum, in increasing position
     mx = s[0]
@@ -346,7 +353,7 @@ def _rms_norm_numba(x, scale, eps):  # [R, D], [D] -> [R, D]
     out = np.empty((R, D), np.float32)
     for r in range(R):
         xr = x[r]  # [D]
-        mean_sq = _dot(xr, xr) / D  # the sum of squares is the lane-ordered float32 sum; the mean is float64
+        mean_sq = _dot(x, r, x, r) / D  # the sum of squares is the lane-ordered float32 sum; the mean is float64
         inv = np.float32(1.0 / np.sqrt(mean_sq + eps))  # rounded to float32 once
         for d in range(D):
             out[r, d] = xr[d] * inv * scale[d]
