@@ -148,9 +148,9 @@ class VerifyCost:
 
     Decode is memory-bound, so v grows slowly, but not from the first extra token: the kernels for M > 1 rows
     do more arithmetic per weight read. The default is fitted on the reference machine (AMD EPYC, 300-1000
-    tokens of context, tinyspec/kernels.py's four-stream matmul): one thread v(2) = 1.14-1.19, v(9) =
-    2.15-2.36, v(17) = 3.8; two threads v(2) = 1.08-1.12, v(9) = 1.8-2.0, v(17) = 3.0. (The kernels before
-    it, whose one-token forward was slower, gave v(2) = 1.38-1.45 on one thread.) Measure yours with
+    tokens of context, tinyspec/kernels.py's explicit-SIMD matmul): one thread v(2) = 1.04-1.10, v(9) =
+    2.04-2.15, v(17) = 3.2-3.3; two threads v(2) = 1.03-1.20, v(9) = 1.6-2.4, v(17) = 2.4-3.7 (the second
+    thread's share moves with the load on this shared machine). Measure yours with
     `measure.forward_times` and pass a VerifyCost to speculative_generate."""
     first_extra: float = 0.15  # v(2) - v(1)
     per_token: float = 0.14  # v(m + 1) - v(m) for m >= 2
