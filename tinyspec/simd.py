@@ -1,4 +1,5 @@
-"""An 8 x float32 SIMD register as a Numba type, and the five operations the kernels build dot products from.
+"""An 8 x float32 SIMD register as a Numba type, the five operations the kernels build dot products from, and
+a prefetch hint.
 
 Numba has no vector type: it vectorizes loops when LLVM decides it can, and keeps a running sum in a register
 only when the loop around it is simple enough. The matmul tile needs twelve 8-lane running sums to stay in
@@ -93,3 +94,21 @@ def fma(typingctx, a, b, c):  # float32 x3 -> a * b + c rounded once
     def codegen(context, builder, sig, args):
         return builder.call(_llvm_fma(builder, ir.FloatType()), args)
     return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@intrinsic
+def prefetch(typingctx, a, i, k):  # a [R, K] float32: ask for the cache line holding a[i, k]; no result
+    """A hint (llvm.prefetch): the CPU starts loading the line into its caches and goes on. It never faults,
+    so a row past the end would be harmless; the kernels only name rows they will read."""
+    if not (isinstance(a, types.Array) and a.ndim == 2 and a.dtype == types.float32 and a.layout == "C"):
+        return None
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        p = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                           "llvm.prefetch.p0i8")
+        read, all_levels, data = (ir.Constant(i32, v) for v in (0, 3, 1))
+        builder.call(f, [builder.bitcast(p, i8p), read, all_levels, data])
+        return context.get_dummy_value()
+    return types.void(a, types.intp, types.intp), codegen
