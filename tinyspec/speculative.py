@@ -148,12 +148,12 @@ class VerifyCost:
 
     Decode is memory-bound, so v grows slowly, but not from the first extra token: the kernels for M > 1 rows
     do more arithmetic per weight read. The default is fitted on the reference machine (AMD EPYC, 300-1000
-    tokens of context, tinyspec/kernels.py's explicit-SIMD matmul): one thread v(2) = 1.04-1.10, v(9) =
-    2.04-2.15, v(17) = 3.2-3.3; two threads v(2) = 1.03-1.20, v(9) = 1.6-2.4, v(17) = 2.4-3.7 (the second
-    thread's share moves with the load on this shared machine). Measure yours with
-    `measure.forward_times` and pass a VerifyCost to speculative_generate."""
-    first_extra: float = 0.15  # v(2) - v(1)
-    per_token: float = 0.14  # v(m + 1) - v(m) for m >= 2
+    tokens of context, tinyspec/kernels.py's explicit-SIMD, prefetching matmul): one thread v(2) = 1.12-1.14,
+    v(9) = 1.79-1.81, v(17) = 2.9-3.2; two threads v(2) = 0.96-1.07, v(9) = 1.4-1.9, v(17) = 2.2-3.3 (the
+    second thread's share moves with the load on this shared machine). The kernels before it gave v(9) =
+    2.0-2.4. Measure yours with `measure.forward_times` and pass a VerifyCost to speculative_generate."""
+    first_extra: float = 0.10  # v(2) - v(1)
+    per_token: float = 0.11  # v(m + 1) - v(m) for m >= 2
 
     def __call__(self, m: int) -> float:
         return 1.0 if m <= 1 else 1.0 + self.first_extra + self.per_token * (m - 2)
