@@ -385,7 +385,7 @@ def rms_norm_numpy(x, scale, eps):  # [R, D], [D] -> [R, D]
     return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * scale).astype(np.float32)
 
 
-@njit(fastmath=_FMA, cache=True)
+@njit(cache=True)
 def _rms_norm_numba(x, scale, eps):  # [R, D], [D] -> [R, D]
     """One thread: even the prefill's 1500 x 640 values take about a millisecond, less than waking threads."""
     R, D = x.shape
