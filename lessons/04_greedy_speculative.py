@@ -93,7 +93,8 @@ for step in range(8):
     else:
         print(f"Step 3  nothing to check (no earlier match): the target's own token {tok.token_text(final)!r}")
     # the package's verifier agrees with our hand-rolled one
-    assert verify(rows, drafted, None, SamplingParams(), "greedy", None, position)[:3] == (n_ok, final, kind)
+    verdict = verify(rows, drafted, None, SamplingParams(), "greedy", None, position)
+    assert (verdict.accepted, verdict.token, verdict.kind) == (n_ok, final, kind)
     dropped = cache.length - (position + n_ok)  # rows of rejected or unchecked drafts
     cache.truncate(position + n_ok)  # Step 4: keep `last` and the accepted drafts
     print(f"Step 4  cache rolled back to {cache.length} positions ({dropped} draft rows dropped)")

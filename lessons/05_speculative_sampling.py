@@ -20,7 +20,8 @@ import numpy as np
 from tinyspec import plots, theory
 from tinyspec.cli import print_trace
 from tinyspec.drafters import EarlyExitDrafter
-from tinyspec.sampling import SamplingParams, sample, warp
+from tinyspec.randomness import SeededSource
+from tinyspec.sampling import SamplingParams, warp
 from tinyspec.speculative import SpecStats, acceptance_probability, residual_distribution, \
     speculative_generate_ids, verify
 from tinyspec.workshop import load_gemma, quick_mode
@@ -124,14 +125,14 @@ print(f"after {prompt!r}: p and q together cover {len(support)} tokens; beta = s
       f"{theory.acceptance_rate(p_exact, q_small):.3f}")
 
 n = 3000 if QUICK else 20000
-rng = np.random.default_rng(SEED)
+random = SeededSource(SEED)  # numpy.random.default_rng(SEED), one uniform per draw
 counts = np.zeros(len(support))
 accepted = 0
 for _ in range(n):
-    d = sample(q_small, rng)  # Step 1: the drafter draws from q
-    n_ok, final, *_ = verify(rows, [d], q_small[None, :], params, "rejection", rng, position=0)  # Step 3
-    counts[d if n_ok == 1 else final] += 1
-    accepted += n_ok
+    d = random.choice(q_small)  # Step 1: the drafter draws from q
+    verdict = verify(rows, [d], q_small[None, :], params, "rejection", random, position=0)  # Step 3
+    counts[d if verdict.accepted == 1 else verdict.token] += 1
+    accepted += verdict.accepted
 freq = counts / n
 order = np.argsort(-p_exact)
 labels = [repr(tok.token_text(int(support[i]))) for i in order]

@@ -1,12 +1,41 @@
-"""Shared pytest fixtures. The real Gemma 3 270M is converted once (into weights/, or $TINYSPEC_WEIGHTS) on
-first use and loaded once per test session."""
+"""Shared pytest fixtures and the Hypothesis profiles. The real Gemma 3 270M is converted once (into weights/,
+or $TINYSPEC_WEIGHTS) on first use and loaded once per test session.
+
+Hypothesis profiles, chosen by HYPOTHESIS_PROFILE (default: `ci` when CI is set, else `dev`):
+    ci         derandomized: the same examples on every run, so CI cannot fail at random on correct code
+    dev        random examples (new ones each run; a failure is saved in .hypothesis/ and replayed first)
+    thorough   random examples, 10x as many (tests/helpers.examples), for long local runs
+A failing test prints the command that reproduces it.
+"""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.register_profile("thorough", print_blob=True)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
+
+
+def pytest_report_header(config):
+    return f"hypothesis profile: {PROFILE} (set HYPOTHESIS_PROFILE to ci, dev or thorough)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call":
+        command = f"HYPOTHESIS_PROFILE={PROFILE} pytest '{item.nodeid}'"
+        report.sections.append(("reproduce", command + ("  (random examples: the failure is also saved in "
+                                                        ".hypothesis/ and replayed first)" if PROFILE != "ci" else "")))
 
 
 @pytest.fixture(scope="session")

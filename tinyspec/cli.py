@@ -251,7 +251,7 @@ def print_trace(trace, tok, out=None):
     for n, step in enumerate(trace, 1):
         drafts = []
         for i, d in enumerate(step.drafted):
-            u = f" u={step.uniforms[i]:.3f}" if i < len(step.uniforms) else ""
+            u = f" u={step.uniforms[i]:.3f}" if i < len(step.uniforms) and step.uniforms[i] is not None else ""
             mark = "+" if i < step.accepted else ("x" if i == step.accepted else ".")
             pq = f" p={step.p_draft[i]:.3f} q={step.q_draft[i]:.3f}" if i < len(step.p_draft) else ""  # unchecked
             drafts.append(f"{mark}{show(d)}{pq}{u}")

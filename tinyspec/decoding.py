@@ -5,8 +5,8 @@
 #         Gumbel-max of log p with noise keyed by (seed, position)
 # Step 3  stop at EOS or max_new_tokens; otherwise run one forward over the new token and go to step 2
 
-Randomness: one `numpy.random.default_rng(seed)` per run, created once (never re-seeded in the loop); each
-sampled token consumes exactly one uniform. The coupled sampler needs no generator state at all: its noise
+Randomness: one source per run (`randomness.SeededSource(seed)`, a numpy Generator created once, never
+re-seeded in the loop); each sampled token consumes exactly one uniform. The coupled sampler needs no generator state at all: its noise
 at position t depends only on (seed, t), which is what lets speculative decoding reproduce it exactly.
 """
 
@@ -19,7 +19,8 @@ from typing import Iterator
 import numpy as np
 
 from .cache import KVCache
-from .sampling import SamplingParams, gumbel_token, sample, warp
+from .randomness import RandomSource, SeededSource
+from .sampling import SamplingParams, choose_token
 
 
 def check_prompt(model, prompt_ids, max_new_tokens: int) -> np.ndarray:
@@ -42,14 +43,9 @@ def prefill(model, prompt, cache: KVCache):  # [P] -> ([V], [d])
     return model.head(h)[0], h[0]  # [V], [d]
 
 
-def choose(logits, params: SamplingParams, rng: np.random.Generator, position: int) -> int:  # [V] -> id
-    """Step 2: the token at absolute `position` given the target's logits for it."""
-    if params.greedy:
-        return int(np.argmax(logits))
-    p = warp(logits, params.temperature, params.top_k, params.top_p)  # [V] float64
-    if params.coupled:
-        return gumbel_token(p, params.seed, position)
-    return sample(p, rng)
+def choose(logits, params: SamplingParams, random: RandomSource, position: int) -> int:  # [V] -> id
+    """Step 2: the token at absolute `position` given the target's logits for it (`sampling.choose_token`)."""
+    return choose_token(logits, params, random, position)[0]
 
 
 @dataclass
@@ -73,21 +69,23 @@ class Stats:
 
 
 def generate(model, prompt_ids, max_new_tokens: int = 32, params: SamplingParams = SamplingParams(),
-             stop_at_eos: bool = True, stats: Stats | None = None) -> Iterator[int]:
-    """Yield new token ids one at a time (a streaming API). Pass a Stats to have it filled in."""
+             stop_at_eos: bool = True, stats: Stats | None = None,
+             random: RandomSource | None = None) -> Iterator[int]:
+    """Yield new token ids one at a time (a streaming API). Pass a Stats to have it filled in. `random`: the
+    source of the sampled draws (default SeededSource(params.seed); the proofs pass an EnumeratingSource)."""
     prompt = check_prompt(model, prompt_ids, max_new_tokens)
     stats = stats if stats is not None else Stats()
     stats.prompt_tokens = len(prompt)
     if max_new_tokens == 0:
         return
     t0 = time.perf_counter()
-    rng = np.random.default_rng(params.seed)
+    random = random if random is not None else SeededSource(params.seed)
     cache = model.new_cache(capacity=len(prompt) + max_new_tokens)
     logits, _ = prefill(model, prompt, cache)  # [V]  Step 1
     stats.target_forwards += 1
     stats.prefill_seconds = time.perf_counter() - t0
     while True:
-        token = choose(logits, params, rng, position=cache.length)  # Step 2
+        token = choose(logits, params, random, position=cache.length)  # Step 2
         stats.new_tokens += 1
         stats.seconds = time.perf_counter() - t0
         yield token
@@ -98,6 +96,6 @@ def generate(model, prompt_ids, max_new_tokens: int = 32, params: SamplingParams
 
 
 def generate_ids(model, prompt_ids, max_new_tokens: int = 32, params: SamplingParams = SamplingParams(),
-                 stop_at_eos: bool = True) -> list[int]:
+                 stop_at_eos: bool = True, random: RandomSource | None = None) -> list[int]:
     """The whole continuation as a list (see `generate`)."""
-    return list(generate(model, prompt_ids, max_new_tokens, params, stop_at_eos))
+    return list(generate(model, prompt_ids, max_new_tokens, params, stop_at_eos, random=random))

@@ -147,6 +147,10 @@ class TimedDrafter(Drafter):
     def cost(self):  # c, read by the break-even rule (after begin(): some drafters set it there)
         return getattr(self.inner, "cost", 0.0)
 
+    @property
+    def stream(self):  # which stream of the run's seed the inner drafter draws from
+        return getattr(self.inner, "stream", 1)
+
     def _timed(self, fn, *args):  # -> (fn's result, the seconds it took, also added to self.seconds)
         t0 = time.perf_counter()
         result = fn(*args)

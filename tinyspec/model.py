@@ -150,6 +150,12 @@ class Model:
     def head(self, h):  # [M, d] -> [M, V]
         return lm_head(np.ascontiguousarray(h), self.weights, self.ops)
 
+    def weight_bytes(self, blocks: int | None = None) -> int:
+        """Bytes of weights one decode step reads through the first `blocks` blocks (default all) and the tied
+        head: the cost of a forward, decoding being memory-bound (a drafter's c is a ratio of two of these)."""
+        layers = self.weights.layers[: self.cfg.num_layers if blocks is None else blocks]
+        return sum(a.nbytes for layer in layers for a in vars(layer).values()) + self.weights.embed_tokens.nbytes
+
     @classmethod
     def load(cls, directory=None, backend: str = "numba", progress=None) -> "Model":
         """The real Gemma 3 270M (converted on first use)."""

@@ -100,6 +100,21 @@ def sample(p, rng: np.random.Generator) -> int:  # [V] -> id
     return idx
 
 
+def choose_token(logits, params: SamplingParams, random, position: int):  # [V] -> (id, p [V] or None)
+    """The one token-choice rule of vanilla decoding, the bonus token and every drafter: the argmax when greedy;
+    otherwise p = warp(logits) and `draw(p, ...)`. Returns p too (None when greedy): a drafter's q."""
+    if params.greedy:
+        return greedy_token(logits), None
+    p = warp(logits, params.temperature, params.top_k, params.top_p)  # [V] float64
+    return draw(p, params, random, position), p
+
+
+def draw(p, params: SamplingParams, random, position: int) -> int:  # [V] -> id
+    """A token from the warped distribution p at absolute `position`: the coupled Gumbel-max token under the noise
+    of (seed, position), or one draw from `random` (a randomness.RandomSource)."""
+    return gumbel_token(p, params.seed, position) if params.coupled else random.choice(p)
+
+
 def gumbel_noise(seed: int, position: int, vocab_size: int):  # -> [V] float64
     """Gumbel(0, 1) noise keyed by (seed, absolute position): the same position always gets the same noise."""
     rng = np.random.default_rng([seed, position])

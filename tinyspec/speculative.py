@@ -31,9 +31,12 @@ import numpy as np
 
 from .decoding import Stats, check_prompt, choose, prefill
 from .drafters.base import Drafter, TargetView
-from .sampling import SamplingParams, gumbel_token, sample, warp
+from .kernels import MAX_INVARIANT_ROWS
+from .randomness import RandomSource, SeededSource
+from .sampling import SamplingParams, gumbel_token, warp
 
 VERIFIERS = ("greedy", "rejection", "coupled")
+MAX_K = MAX_INVARIANT_ROWS - 1  # a verification forward over [last, d1..dk] must stay on the batch-invariant kernels
 
 
 # --- the rejection rule, as two small functions (the tests prove they reproduce p) ---------------------------
@@ -101,43 +104,83 @@ class SpecStats(Stats):
                 "tokens_per_forward": round(self.tokens_per_forward, 4)}
 
 
-# --- Step 3: the verifiers --------------------------------------------------------------------------------
+# --- Step 3: the verifiers ----------------------------------------------------------------------------------
 
-def verify(logits, drafted, q_rows, params: SamplingParams, verifier: str, rng, position: int):
-    """logits [n+1, V] of the target for the n drafts and the token after them. Returns (accepted, final
-    token, kind, p of each draft, q of each draft, uniforms)."""
-    V = logits.shape[-1]
-    p_draft, q_draft, uniforms = [], [], []
+@dataclass
+class Verdict:
+    """What a verifier decides about drafts d_1..d_n, given the target's rows p_1..p_{n+1}."""
+    accepted: int  # drafts kept: d_1..d_accepted
+    token: int  # the target's own token after them: a correction (d_{accepted+1} rejected) or the bonus
+    kind: str  # "correction" or "bonus" (every draft accepted)
+    p_draft: list = field(default_factory=list)  # p_i(d_i) of each draft checked (under warping)
+    q_draft: list = field(default_factory=list)  # q_i(d_i) of each draft checked (1.0 for deterministic drafters)
+    uniforms: list = field(default_factory=list)  # rejection only: the u compared against min(1, p/q)
+
+
+def verify_greedy(logits, drafted) -> Verdict:  # [n+1, V], [n]
+    """Accept d_i while d_i == argmax p_i; then the target's argmax."""
+    verdict = Verdict(0, -1, "bonus")
     for i, d in enumerate(drafted):
-        pos = position + i  # absolute position of d_i
-        if verifier == "greedy":
-            target = int(np.argmax(logits[i]))
-            p_draft.append(1.0 if d == target else 0.0)
-            q_draft.append(1.0)
-            if d != target:
-                return i, target, "correction", p_draft, q_draft, uniforms
-            continue
+        target = int(np.argmax(logits[i]))
+        verdict.p_draft.append(1.0 if d == target else 0.0)
+        verdict.q_draft.append(1.0)
+        if d != target:
+            verdict.accepted, verdict.token, verdict.kind = i, target, "correction"
+            return verdict
+    verdict.accepted, verdict.token = len(drafted), int(np.argmax(logits[len(drafted)]))
+    return verdict
+
+
+def verify_rejection(logits, drafted, q_rows, params: SamplingParams, random: RandomSource) -> Verdict:
+    """Leviathan et al.'s rule: accept d_i if u < min(1, p_i(d_i) / q_i(d_i)), one fresh u per draft; at the first
+    rejection draw the correction from norm(max(0, p_i - q_i)); if all are accepted, draw the bonus from p_{n+1}.
+    q_rows [n, V] (None: a deterministic drafter, whose q_i is all mass on d_i)."""
+    V = logits.shape[-1]
+    verdict = Verdict(0, -1, "bonus")
+    for i, d in enumerate(drafted):
         p = warp(logits[i], params.temperature, params.top_k, params.top_p)  # [V] p_i
         q = q_rows[i] if q_rows is not None else one_hot(d, V)  # [V] q_i
-        p_draft.append(float(p[d]))
-        q_draft.append(float(q[d]))
-        if verifier == "coupled":
-            target = gumbel_token(p, params.seed, pos)
-            if d != target:
-                return i, target, "correction", p_draft, q_draft, uniforms
-            continue
-        u = rng.random()  # rejection: accept d_i with probability min(1, p(d)/q(d))
-        uniforms.append(u)
-        if u >= acceptance_probability(p, q, d):
-            return i, sample(residual_distribution(p, q), rng), "correction", p_draft, q_draft, uniforms
-    # every draft accepted: the bonus token comes from p_{n+1}, exactly as vanilla would choose it
+        verdict.p_draft.append(float(p[d]))
+        verdict.q_draft.append(float(q[d]))
+        keep = random.accept(acceptance_probability(p, q, d))
+        verdict.uniforms.append(random.last_uniform)
+        if not keep:
+            verdict.accepted, verdict.kind = i, "correction"
+            verdict.token = random.choice(residual_distribution(p, q))
+            return verdict
+    verdict.accepted = len(drafted)
+    verdict.token = random.choice(warp(logits[len(drafted)], params.temperature, params.top_k, params.top_p))
+    return verdict
+
+
+def verify_coupled(logits, drafted, params: SamplingParams, position: int) -> Verdict:
+    """Accept d_i while d_i == argmax(log p_i + g), g the Gumbel noise of (seed, position of d_i); then that same
+    Gumbel-max token: exactly the token vanilla coupled sampling picks at each position."""
+    verdict = Verdict(0, -1, "bonus")
+    for i, d in enumerate(drafted):
+        p = warp(logits[i], params.temperature, params.top_k, params.top_p)  # [V] p_i
+        verdict.p_draft.append(float(p[d]))
+        verdict.q_draft.append(1.0)
+        target = gumbel_token(p, params.seed, position + i)
+        if d != target:
+            verdict.accepted, verdict.token, verdict.kind = i, target, "correction"
+            return verdict
     n = len(drafted)
+    verdict.accepted = n
+    verdict.token = gumbel_token(warp(logits[n], params.temperature, params.top_k, params.top_p), params.seed,
+                                 position + n)
+    return verdict
+
+
+def verify(logits, drafted, q_rows, params: SamplingParams, verifier: str, random: RandomSource,
+           position: int) -> Verdict:
+    """Step 3 by name. logits [n+1, V]: the target's rows for the n drafts and the token after them; position:
+    the absolute position of d_1."""
     if verifier == "greedy":
-        bonus = int(np.argmax(logits[n]))
-    else:
-        p = warp(logits[n], params.temperature, params.top_k, params.top_p)
-        bonus = gumbel_token(p, params.seed, position + n) if verifier == "coupled" else sample(p, rng)
-    return n, bonus, "bonus", p_draft, q_draft, uniforms
+        return verify_greedy(logits, drafted)
+    if verifier == "coupled":
+        return verify_coupled(logits, drafted, params, position)
+    return verify_rejection(logits, drafted, q_rows, params, random)
 
 
 # --- adaptive k: the break-even rule decides how many drafts to verify ---------------------------------------
@@ -251,6 +294,9 @@ def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
         raise ValueError(f"unknown verifier {verifier!r}: choose one of {', '.join(VERIFIERS)}")
     if k < 1:
         raise ValueError(f"k (drafts per step) must be >= 1, got {k}")
+    if k > MAX_K:
+        raise ValueError(f"k (drafts per step) must be <= {MAX_K}, got {k}: a verification forward over more than "
+                         f"{MAX_K + 1} tokens leaves the batch-invariant kernels, and the output could change")
     if verifier == "greedy" and not params.greedy:
         raise ValueError("the greedy verifier needs temperature 0: use --verify rejection or coupled to sample")
     if verifier == "coupled" and not params.greedy and not params.coupled:
@@ -260,11 +306,16 @@ def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
 def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: int = 32,
                          params: SamplingParams = SamplingParams(), verifier: str = "greedy", k: int = 4,
                          adaptive: bool = False, verify_cost: VerifyCost = VerifyCost(), stop_at_eos: bool = True,
-                         stats: SpecStats | None = None, trace: list | None = None) -> Iterator[int]:
+                         stats: SpecStats | None = None, trace: list | None = None,
+                         random: RandomSource | None = None) -> Iterator[int]:
     """Yield new tokens as they are accepted. Fills `stats` (SpecStats) and appends StepTraces to `trace`.
 
     With adaptive, k is the most drafts per step and the break-even rule (BreakEven) verifies 0..k of them
-    each step, from the acceptance so far, the drafter's cost (its `cost` attribute) and `verify_cost` v(m)."""
+    each step, from the acceptance so far, the drafter's cost (its `cost` attribute) and `verify_cost` v(m).
+
+    `random` is the source of every random choice of the run, the verifier's and the drafter's (the proofs pass
+    an EnumeratingSource). By default the verifier draws from SeededSource(seed), as vanilla decoding does,
+    and the drafter from its own independent stream SeededSource([seed, drafter.stream])."""
     check_settings(verifier, params, k)
     prompt = check_prompt(model, prompt_ids, max_new_tokens)
     if drafter.vocab_size is not None and drafter.vocab_size != model.cfg.vocab_size:
@@ -275,19 +326,22 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     if max_new_tokens == 0:
         return
     t0 = time.perf_counter()
-    rng = np.random.default_rng(params.seed)  # the verifier's draws; the drafter keeps its own generator
+    if random is None:
+        random, drafter_random = SeededSource(params.seed), SeededSource([params.seed, getattr(drafter, "stream", 1)])
+    else:
+        drafter_random = random
     cache = model.new_cache(capacity=len(prompt) + max_new_tokens + k + 1)
     logits, hidden = prefill(model, prompt, cache)  # [V], [d]  vanilla's prefill ...
     stats.target_forwards += 1
     stats.prefill_seconds = time.perf_counter() - t0
-    first = choose(logits, params, rng, position=cache.length)  # ... and vanilla's first token
+    first = choose(logits, params, random, position=cache.length)  # ... and vanilla's first token
     context = [int(t) for t in prompt] + [first]
     stats.new_tokens = 1
     stats.seconds = time.perf_counter() - t0
     yield first
     if (stop_at_eos and first == model.cfg.eos_token_id) or max_new_tokens == 1:
         return
-    view = TargetView(model, cache, hidden)
+    view = TargetView(model, cache, hidden, drafter_random)
     drafter.begin(view, prompt, params)
     policy = BreakEven(k_max=k, draft_cost=float(getattr(drafter, "cost", 0.0) or 0.0), verify_cost=verify_cost)
     while True:
@@ -309,7 +363,8 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         stats.target_forwards += 1
         stats.steps += 1
         # Step 3: verify
-        n_ok, final, kind, p_d, q_d, us = verify(logits, drafted, q_rows, params, verifier, rng, position)
+        verdict = verify(logits, drafted, q_rows, params, verifier, random, position)
+        n_ok, final = verdict.accepted, verdict.token
         # Step 4: roll back the rejected drafts (the cache keeps `last` and the n_ok accepted drafts)
         cache.truncate(position + n_ok)
         view.hidden = h[n_ok]  # [d] the state whose logits chose `final`
@@ -327,7 +382,8 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
                 done = True
                 break
         if trace is not None:
-            trace.append(StepTrace(position, drafted, p_d, q_d, us, n_ok, final, kind, emitted))
+            trace.append(StepTrace(position, drafted, verdict.p_draft, verdict.q_draft, verdict.uniforms, n_ok, final,
+                                   verdict.kind, emitted))
         stats.seconds = time.perf_counter() - t0
         yield from emitted
         if done:

@@ -14,6 +14,9 @@ prompt lookup) leaves q as None: the verifier then treats each q as all mass on 
 exactly the distribution a deterministic drafter draws from.
 
 A drafter may propose fewer than k tokens (even none): the loop then verifies what it got.
+
+Randomness: a drafter that samples draws only from `target.random` (a randomness.RandomSource). That is what
+lets the proofs enumerate every draw of a run, the drafter's included.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class TargetView:
     cache: object  # its KVCache: holds every token of the context but the last one
     hidden: object = None  # [d] the target's final hidden state at the second-to-last context position: the
     #                        state whose logits chose the last token (read by the MTP drafter)
+    random: object = None  # the randomness.RandomSource every random draw of the drafter must come from
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Drafter:
     name = "drafter"
     vocab_size: int | None = None  # None: works with any vocabulary (e.g. prompt lookup)
     cost: float = 0.0  # c: the cost of drafting one token relative to one target forward (adaptive k uses it)
+    stream: int = 1  # by default a sampling drafter draws from SeededSource([seed, stream]), the verifier from [seed]
 
     def begin(self, target, prompt, params) -> None:
         """Start a new generation. `target` is a TargetView, `prompt` the input ids, `params` SamplingParams."""

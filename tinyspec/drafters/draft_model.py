@@ -11,39 +11,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sampling import gumbel_token, sample, warp
+from ..sampling import choose_token
 from .base import Drafter, Proposal
 
 
 class DraftModelDrafter(Drafter):
     name = "draft-model"
+    stream = 1  # its draws come from the run's seed's stream [seed, 1], independent of the verifier's
 
     def __init__(self, model):
         self.model = model
         self.vocab_size = model.cfg.vocab_size
 
     def begin(self, target, prompt, params):
-        nbytes = lambda m: sum(a.nbytes for l in m.weights.layers for a in vars(l).values()) + m.weights.embed_tokens.nbytes
-        self.cost = nbytes(self.model) / nbytes(target.model)  # c by bytes read (decoding is memory-bound)
+        self.cost = self.model.weight_bytes() / target.model.weight_bytes()  # c by bytes read (memory-bound)
         self.params = params
-        self.rng = np.random.default_rng([params.seed, 1])  # its own stream: never shared with the verifier
+        self.random = target.random  # the run's source for the drafter's draws
         self.cache = self.model.new_cache(capacity=len(prompt) + 64)
-
-    def _choose(self, logits, position):  # [V] -> (token, q [V] or None)
-        p = self.params
-        if p.greedy:
-            return int(np.argmax(logits)), None
-        q = warp(logits, p.temperature, p.top_k, p.top_p)  # [V] float64
-        if p.coupled:
-            return gumbel_token(q, p.seed, position), q
-        return sample(q, self.rng), q
 
     def propose(self, context, k):
         unseen = list(context[self.cache.length:])  # [>= 1] tokens the draft cache has not seen yet
         logits = self.model.forward(unseen, self.cache, last_only=True)[0]  # [V]
         tokens, qs = [], []
         for i in range(k):
-            token, q = self._choose(logits, position=len(context) + i)
+            token, q = choose_token(logits, self.params, self.random, position=len(context) + i)
             tokens.append(token)
             qs.append(q)
             if i + 1 < k:

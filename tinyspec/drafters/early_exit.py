@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sampling import gumbel_token, sample, warp
+from ..sampling import choose_token
 from .base import Drafter, Proposal
 
 
 class EarlyExitDrafter(Drafter):
+    stream = 2  # its draws come from the run's seed's stream [seed, 2], independent of the verifier's
+
     def __init__(self, layers: int):
         if layers < 1:
             raise ValueError(f"early-exit needs at least 1 block, got {layers}")
@@ -28,12 +30,9 @@ class EarlyExitDrafter(Drafter):
                              f"{target.model.cfg.num_layers}")
         self.target, self.params = target, params
         self.vocab_size = target.model.cfg.vocab_size
-        self.rng = np.random.default_rng([params.seed, 2])
+        self.random = target.random  # the run's source for the drafter's draws
         # c by bytes read (decoding is memory-bound): L of the blocks plus the whole tied head
-        w = target.model.weights
-        block = sum(a.nbytes for a in vars(w.layers[0]).values())
-        total = block * len(w.layers) + w.embed_tokens.nbytes
-        self.cost = (block * self.layers + w.embed_tokens.nbytes) / total
+        self.cost = target.model.weight_bytes(self.layers) / target.model.weight_bytes()
 
     def propose(self, context, k):
         model, cache, p = self.target.model, self.target.cache, self.params
@@ -42,11 +41,7 @@ class EarlyExitDrafter(Drafter):
         tokens, qs = [], []
         for i in range(k):
             logits = model.forward([token], cache, layers=self.layers)[0]  # [V]  first L blocks only
-            if p.greedy:
-                token, q = int(np.argmax(logits)), None
-            else:
-                q = warp(logits, p.temperature, p.top_k, p.top_p)  # [V]
-                token = gumbel_token(q, p.seed, start + 1 + i) if p.coupled else sample(q, self.rng)
+            token, q = choose_token(logits, p, self.random, position=start + 1 + i)  # d_{i+1}'s position
             tokens.append(token)
             qs.append(q)
         cache.length = start  # hand the cache back as it was: the verifier rewrites these rows

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..mtp import net
-from ..sampling import gumbel_token, sample, warp
+from ..sampling import draw, warp
 from .base import Drafter, Proposal
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "mtp-gemma-3-270m.drafter.npz"
@@ -32,6 +32,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "mtp-gemma-3
 
 class MTPDrafter(Drafter):
     name = "mtp"
+    stream = 3  # its draws come from the run's seed's stream [seed, 3], independent of the verifier's
 
     def __init__(self, cfg: net.MTPConfig, params: dict, vocab, meta: dict | None = None):
         self.cfg, self.params, self.meta = cfg, params, meta or {}
@@ -50,7 +51,7 @@ class MTPDrafter(Drafter):
             raise ValueError("this MTP drafter was trained for another target model (hidden size, vocabulary, "
                              "head dim or layer count differ): train one with `tinyspec train-mtp`")
         self.target, self.sampling = target, params
-        self.rng = np.random.default_rng([params.seed, 3])  # its own stream: never shared with the verifier
+        self.random = target.random  # the run's source for the drafter's draws
         E = target.model.weights.embed_tokens  # [V, d]  the target's tied embedding
         self.E_sub = np.ascontiguousarray(E[self.vocab])  # [N, d]  the head's rows
         self.scale = np.float32(np.sqrt(tcfg.hidden_size))  # Gemma scales embeddings by sqrt(d)
@@ -62,9 +63,7 @@ class MTPDrafter(Drafter):
             return int(self.vocab[int(np.argmax(logits))]), None
         q = np.zeros(self.cfg.vocab_size)  # [V]  zero mass outside the subset
         q[self.vocab] = warp(logits, s.temperature, s.top_k, s.top_p)  # the target's warping, on the subset
-        if s.coupled:
-            return gumbel_token(q, s.seed, position), q  # the noise the target uses at this position
-        return sample(q, self.rng), q
+        return draw(q, s, self.random, position), q  # coupled: the noise the target uses at this position
 
     def propose(self, context, k):
         cache, c = self.target.cache, self.cfg
