@@ -5,6 +5,7 @@ Hypothesis profiles, chosen by HYPOTHESIS_PROFILE (default: `ci` when CI is set,
     ci         derandomized: the same examples on every run, so CI cannot fail at random on correct code
     dev        random examples (new ones each run; a failure is saved in .hypothesis/ and replayed first)
     thorough   random examples, 10x as many (tests/helpers.examples), for long local runs
+    mutation   the ci profile without shrinking (tests/mutation.py: a mutant must be caught, not explained)
 A failing test prints the command that reproduces it.
 """
 
@@ -13,13 +14,15 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev", print_blob=True)
 settings.register_profile("thorough", print_blob=True)
+# tests/mutation.py: CI's examples, but no shrinking: a mutant only needs to be caught, not explained
+settings.register_profile("mutation", derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 settings.load_profile(PROFILE)
 
@@ -80,3 +83,13 @@ def gemma_numpy(gemma_weights):
 def reference():
     """Outputs of Hugging Face transformers on the same GGUF (made by tools/make_reference.py)."""
     return json.loads((FIXTURES / "gemma3_reference.json").read_text())
+
+
+def pytest_terminal_summary(terminalreporter):
+    import sys
+
+    harness = sys.modules.get("test_mutation")
+    if harness is not None and harness.RESULTS:
+        killed = sum(r.killed for r in harness.RESULTS)
+        terminalreporter.write_line(f"mutation score: {killed}/{len(harness.RESULTS)} mutants killed "
+                                    "(tests/mutation.py lists them)")

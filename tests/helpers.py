@@ -6,6 +6,7 @@ profiles and 10 n in the `thorough` one (HYPOTHESIS_PROFILE=thorough pytest).
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -13,7 +14,6 @@ import numpy as np
 from tinyspec.config import tiny_config
 from tinyspec.drafters import DraftModelDrafter, Drafter, EarlyExitDrafter, NgramDrafter, Proposal
 from tinyspec.model import Model
-from tinyspec.sampling import warp
 from tinyspec.toy import TableModel
 from tinyspec.weights import random_weights
 
@@ -145,9 +145,39 @@ def autoregressive(p_of, prompt, length, eos=None):
     return out
 
 
+def reference_warp(logits, temperature, top_k=0, top_p=1.0):  # [V] -> [V] float64
+    """The warped distribution from its definitions, one token at a time, written independently of
+    tinyspec.sampling.warp: divide the logits by the temperature; order the tokens by decreasing logit (ties:
+    lower id first); keep the first top_k (0: all); softmax over the kept ones; then keep a token only while
+    the kept tokens before it hold less than top_p of the mass; renormalise. Greedy: all mass on the first."""
+    V = len(logits)
+    z = [float(x) for x in logits]
+    order = sorted(range(V), key=lambda i: (-z[i], i))
+    if temperature == 0.0:
+        p = np.zeros(V)
+        p[order[0]] = 1.0
+        return p
+    kept = order[:top_k] if 0 < top_k < V else order
+    top = z[kept[0]] / temperature
+    weight = {i: math.exp(z[i] / temperature - top) for i in kept}
+    total = sum(weight.values())
+    nucleus, before = [], 0.0
+    for i in kept:
+        if top_p < 1.0 and before >= top_p:
+            break
+        nucleus.append(i)
+        before += weight[i] / total
+    p = np.zeros(V)
+    mass = sum(weight[i] for i in nucleus)
+    for i in nucleus:
+        p[i] = weight[i] / mass
+    return p
+
+
 def warped(model, params):
-    """p_of for a TableModel: its logits after the context, warped (no cache, no loop involved)."""
-    return lambda context: warp(model.logits(context), params.temperature, params.top_k, params.top_p)
+    """p_of for a TableModel: its logits after the context, warped by the definitions (no loop, no cache, and
+    not tinyspec's own warp)."""
+    return lambda context: reference_warp(model.logits(context), params.temperature, params.top_k, params.top_p)
 
 
 def assert_same_distribution(got: dict, exact: dict, tol=1e-12):

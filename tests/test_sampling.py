@@ -3,10 +3,12 @@ goodness-of-fit tests (deterministic: the seeds are fixed, so they never flake).
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tinyspec.sampling import SamplingParams, gumbel_token, sample, warp
+
+pytestmark = pytest.mark.spec  # part of the spec's fast tests (tests/mutation.py runs them on every mutant)
 
 logits_st = st.lists(st.floats(-20, 20, allow_nan=False, width=32), min_size=1, max_size=40).map(
     lambda xs: np.array(xs, np.float32))
@@ -42,6 +44,20 @@ def test_warp_is_a_distribution_on_the_kept_set(logits, t, k, top_p):
     # the kept tokens keep their relative odds: p_i / p_j = exp((l_i - l_j) / t)
     i, j = np.flatnonzero(kept)[[0, -1]]
     np.testing.assert_allclose(np.log(p[i] / p[j]), (float(logits[i]) - float(logits[j])) / t, atol=1e-9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(logits=logits_st, t=st.sampled_from([0.0, 0.3, 1.0, 2.5]), k=st.integers(0, 45),
+       top_p=st.one_of(st.just(1.0), st.floats(0.01, 1.0)))
+def test_warp_equals_its_definitions(logits, t, k, top_p):
+    """warp against helpers.reference_warp, the definitions written out one token at a time."""
+    from helpers import reference_warp
+
+    expected = reference_warp(logits, t, k, top_p)
+    if t > 0 and top_p < 1.0:  # a cumulative mass within rounding of top_p could go either way: not a test
+        assume(np.abs(np.cumsum(warp(logits, t, k)[np.argsort(-warp(logits, t, k), kind="stable")]) - top_p).min()
+               > 1e-9)
+    np.testing.assert_allclose(warp(logits, t, k, top_p), expected, rtol=0, atol=1e-12)
 
 
 @settings(max_examples=200, deadline=None)

@@ -14,7 +14,8 @@
 
 Targets are `toy.TableModel`s (any next-token distribution, microseconds a call) unless a test says otherwise:
 the loop, the verifiers and the drafters run unchanged on them. Tests marked `spec` are the ones the mutation
-harness (tests/test_mutation.py) runs against each planted bug.
+harness (tests/mutation.py) runs against each planted bug; they come in order of cost, cheapest first, because
+the harness stops at the first failure.
 """
 
 from math import erfc, log, sqrt
@@ -67,113 +68,6 @@ def test_enumeration_refuses_a_run_with_hidden_randomness():
         exact_distribution(lambda source: source.choice(np.ones(int(rng.integers(1, 4)))))
 
 
-@st.composite
-def exact_cases(draw):
-    V = draw(st.integers(2, 5))
-    return dict(V=V, seed=draw(st.integers(0, 10_000)), n=draw(st.integers(1, 4)), k=draw(st.integers(1, 3)),
-                prompt=draw(st.lists(st.integers(0, V - 1), min_size=1, max_size=3)),
-                params=SamplingParams(temperature=draw(st.sampled_from([0.6, 1.0, 1.7])),
-                                      top_k=draw(st.sampled_from([0, 2, 3])),
-                                      top_p=draw(st.sampled_from([1.0, 0.9, 0.6]))),
-                eos=draw(st.booleans()), adaptive=draw(st.booleans()), kind=draw(st.sampled_from(TABLE_DRAFTERS)))
-
-
-@pytest.mark.spec
-@settings(max_examples=examples(60), **SLOW)
-@given(case=exact_cases())
-def test_rejection_sampling_is_exact_through_the_real_loop(case):
-    """P(speculative output = s) == P(vanilla output = s) == prod_t p(s_t | s_<t), for every sequence s."""
-    V, seed, n, k, prompt, params, eos, adaptive, kind = (case[key] for key in
-                                                           ("V", "seed", "n", "k", "prompt", "params", "eos",
-                                                            "adaptive", "kind"))
-    target = table_target(V, seed)
-
-    def speculative(source):
-        return tuple(speculative_generate_ids(target, table_drafter(kind, V, seed), prompt, n, params, "rejection", k,
-                                              adaptive=adaptive, stop_at_eos=eos, random=source))
-
-    def vanilla(source):
-        return tuple(generate_ids(target, prompt, n, params, stop_at_eos=eos, random=source))
-
-    exact = autoregressive(warped(target, params), prompt, n, target.cfg.eos_token_id if eos else None)
-    assert_same_distribution(exact_distribution(vanilla), exact)
-    assert_same_distribution(exact_distribution(speculative), exact)
-
-
-@pytest.mark.parametrize("kind", ["draft-model", "early-exit", "mtp"])
-def test_rejection_sampling_is_exact_with_real_tiny_gemmas(kind):
-    """The drafters that sample, on tiny random Gemma models (real KV caches, the numba kernels); the MTP drafter
-    reads the target's cache and hidden state. Vocabulary 4: every path of 3 new tokens, k = 2."""
-    V, prompt, n = 4, [0, 2], 3
-    kw = dict(vocab_size=V, bos_token_id=0, eos_token_id=1, pad_token_id=0, unk_token_id=0)
-    target, params = tiny(21, **kw), SamplingParams(temperature=1.0, top_p=0.95)
-    if kind == "mtp":
-        from test_mtp import tiny_drafter
-        drafter_model = None
-    else:
-        drafter_model = tiny(22, **kw)
-
-    def make():
-        if kind == "draft-model":
-            return DraftModelDrafter(drafter_model)
-        if kind == "early-exit":
-            return EarlyExitDrafter(1)
-        return tiny_drafter(target, seed=3, n=3)  # its head scores 3 of the 4 tokens: q has a zero
-
-    logits = {}
-
-    def p_of(context):  # the target's conditionals, each from a fresh cache: no loop involved
-        key = tuple(context)
-        if key not in logits:
-            logits[key] = target.forward(list(context), target.new_cache())[-1]
-        return warp(logits[key], params.temperature, params.top_k, params.top_p)
-
-    spec = exact_distribution(lambda source: tuple(speculative_generate_ids(
-        target, make(), prompt, n, params, "rejection", k=2, random=source)))
-    assert_same_distribution(spec, autoregressive(p_of, prompt, n, eos=1), tol=1e-9)  # float32 logits, two caches
-
-
-# --- 2. greedy and coupled, token for token, on table models ---------------------------------------------------
-
-table_case = dict(V=st.integers(2, 8), seed=st.integers(0, 10_000), n=st.integers(1, 16), k=st.integers(1, 6),
-                  prompt=st.lists(st.integers(0, 1), min_size=1, max_size=4), eos=st.booleans(), adaptive=st.booleans(),
-                  kind=st.sampled_from(TABLE_DRAFTERS + ["oracle", "wrong"]))
-
-
-def table_run_drafter(kind, V, seed, prompt, answer):
-    if kind == "oracle":
-        return OracleDrafter(len(prompt), answer)
-    if kind == "wrong":
-        return WrongDrafter(len(prompt), answer, V)
-    return table_drafter(kind, V, seed)
-
-
-@pytest.mark.spec
-@settings(max_examples=examples(300), **SLOW)
-@given(**table_case)
-def test_greedy_on_tables(V, seed, n, k, prompt, eos, adaptive, kind):
-    target = table_target(V, seed)
-    vanilla = generate_ids(target, prompt, n, stop_at_eos=eos)
-    stats = SpecStats()
-    spec = speculative_generate_ids(target, table_run_drafter(kind, V, seed, prompt, vanilla), prompt, n, k=k,
-                                    adaptive=adaptive, stop_at_eos=eos, stats=stats)
-    assert spec == vanilla
-    assert stats.new_tokens == len(vanilla) and stats.accepted <= stats.drafted <= stats.proposed
-
-
-@pytest.mark.spec
-@settings(max_examples=examples(300), **SLOW)
-@given(**table_case, temperature=st.sampled_from([0.5, 1.0, 1.5]), top_k=st.sampled_from([0, 3]),
-       top_p=st.sampled_from([1.0, 0.8]))
-def test_coupled_on_tables(V, seed, n, k, prompt, eos, adaptive, kind, temperature, top_k, top_p):
-    target = table_target(V, seed)
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, coupled=True)
-    vanilla = generate_ids(target, prompt, n, params, stop_at_eos=eos)
-    spec = speculative_generate_ids(target, table_run_drafter(kind, V, seed, prompt, vanilla), prompt, n, params,
-                                    verifier="coupled", k=k, adaptive=adaptive, stop_at_eos=eos)
-    assert spec == vanilla
-
-
 # --- 3. the production source ----------------------------------------------------------------------------------
 
 def inverse_cdf(p, u):  # the draw `sampling.sample` documents: the first token whose CDF exceeds u * total
@@ -218,89 +112,6 @@ def test_rejection_draws_one_fresh_uniform_per_checked_draft(kind):
         checked += n
         context += step.emitted
     assert context == list(prompt) + out and checked >= 10
-
-
-# --- 4. statistics at scale: the real loop, seeded, against the exact distribution ----------------------------
-
-def chi2_upper_tail(stat: float, dof: int) -> float:
-    """P(X >= stat) for X ~ chi-square(dof), by the Wilson-Hilferty cube-root normal approximation."""
-    z = ((stat / dof) ** (1 / 3) - (1 - 2 / (9 * dof))) / sqrt(2 / (9 * dof))
-    return 0.5 * erfc(z / sqrt(2))
-
-
-def g_test(counts: dict, exact: dict, runs: int) -> float:
-    """The G-test's p-value of observed sequence counts against exact probabilities; cells expecting fewer than
-    5 counts are pooled into one (the chi-square approximation needs about 5 per cell)."""
-    seqs = sorted(exact)
-    observed = np.array([counts.get(s, 0) for s in seqs], dtype=np.float64)
-    expected = runs * np.array([exact[s] for s in seqs])
-    assert sum(counts.values()) == runs and set(counts) <= set(exact), "a sequence of probability 0 was emitted"
-    small = expected < 5
-    observed = np.append(observed[~small], observed[small].sum())
-    expected = np.append(expected[~small], expected[small].sum())
-    keep = expected > 0
-    o, e = observed[keep], expected[keep]
-    g = 2.0 * sum(oi * log(oi / ei) for oi, ei in zip(o, e) if oi > 0)
-    return chi2_upper_tail(g, max(len(o) - 1, 1))
-
-
-# Fixed seeds make every run below deterministic: the test cannot flake. Under correct code the p-value is
-# uniform over seed choices, so a threshold of 1e-4 means these seeds had a 1 in 10,000 chance of failing a
-# correct loop when they were chosen; and the test's power is checked on a wrong loop below.
-P_MIN = 1e-4
-RUNS = 6000
-STAT_CASES = {  # V, new tokens, k, sampling, drafter, adaptive (the cheap draft table: c = 1/40, so it drafts)
-    "draft-model k4": (3, 6, 4, SamplingParams(temperature=1.0), "draft-model", False),
-    "early-exit top-k": (4, 6, 3, SamplingParams(temperature=0.7, top_k=3), "early-exit", False),
-    "adaptive top-p": (4, 6, 4, SamplingParams(temperature=1.0, top_p=0.9), "draft-model", True),
-    "sparse q": (3, 7, 4, SamplingParams(temperature=0.7, top_p=0.8), "sparse", False),
-}
-
-
-def seeded_runs(V, n, k, params, kind, adaptive, runs=RUNS, source=None):
-    """Counts of each output of `runs` runs with seeds 0 .. runs-1 (the verifier on [seed], the drafter on its own
-    stream [seed, stream]), the largest number of drafts one step verified, and the drafts verified in all."""
-    target = table_target(V, 5)
-    counts, most, verified = {}, 0, 0
-    for seed in range(runs):
-        trace = []
-        p = SamplingParams(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, seed=seed)
-        out = tuple(speculative_generate_ids(target, table_drafter(kind, V, 5), [0, 2], n, p, "rejection", k,
-                                             adaptive=adaptive, trace=trace,
-                                             random=None if source is None else source(seed)))
-        counts[out] = counts.get(out, 0) + 1
-        most = max([most] + [len(s.drafted) for s in trace])
-        verified += sum(len(s.drafted) for s in trace)
-    exact = autoregressive(warped(target, params), [0, 2], n, eos=target.cfg.eos_token_id)
-    return counts, exact, most, verified
-
-
-@pytest.mark.spec
-@pytest.mark.parametrize("name", list(STAT_CASES))
-def test_rejection_loop_at_scale_passes_a_g_test(name):
-    V, n, k, params, kind, adaptive = STAT_CASES[name]
-    counts, exact, most, verified = seeded_runs(V, n, k, params, kind, adaptive)
-    assert most >= (2 if adaptive else 3), "the runs must verify several drafts in one step"
-    assert verified >= 2 * RUNS, "the drafter must really draft (and the break-even rule verify)"
-    assert g_test(counts, exact, RUNS) > P_MIN
-
-
-class OneUniformPerStep(SeededSource):
-    """A wrong verifier's randomness: one uniform per step, reused for every draft it checks."""
-
-    def accept(self, probability):
-        if self.last_uniform is None:
-            self.last_uniform = float(self.rng.random())
-        return self.last_uniform < probability
-
-    def choice(self, p):
-        self.last_uniform = None
-        return super().choice(p)
-
-
-def test_the_g_test_catches_a_uniform_reused_within_a_step():
-    counts, exact, _, _ = seeded_runs(*STAT_CASES["draft-model k4"], source=lambda seed: OneUniformPerStep(seed))
-    assert g_test(counts, exact, RUNS) < P_MIN
 
 
 # --- 5. edge cases, deterministic --------------------------------------------------------------------------------
@@ -418,3 +229,209 @@ def test_long_prompts_on_the_real_model_roll_back_across_the_sliding_window(gemm
     assert len(rollbacks) >= 3
     if prompt_len < gemma.cfg.sliding_window:
         assert any(s.position <= gemma.cfg.sliding_window < s.position + len(s.drafted) for s in rollbacks)
+
+
+# --- 2. greedy and coupled, token for token, on table models ---------------------------------------------------
+
+table_case = dict(V=st.integers(2, 8), seed=st.integers(0, 10_000), n=st.integers(1, 16), k=st.integers(1, 6),
+                  prompt=st.lists(st.integers(0, 1), min_size=1, max_size=4), eos=st.booleans(), adaptive=st.booleans(),
+                  kind=st.sampled_from(TABLE_DRAFTERS + ["oracle", "wrong"]))
+
+
+def table_run_drafter(kind, V, seed, prompt, answer):
+    if kind == "oracle":
+        return OracleDrafter(len(prompt), answer)
+    if kind == "wrong":
+        return WrongDrafter(len(prompt), answer, V)
+    return table_drafter(kind, V, seed)
+
+
+@pytest.mark.spec
+@settings(max_examples=examples(300), **SLOW)
+@given(**table_case)
+def test_greedy_on_tables(V, seed, n, k, prompt, eos, adaptive, kind):
+    target = table_target(V, seed)
+    vanilla = generate_ids(target, prompt, n, stop_at_eos=eos)
+    stats = SpecStats()
+    spec = speculative_generate_ids(target, table_run_drafter(kind, V, seed, prompt, vanilla), prompt, n, k=k,
+                                    adaptive=adaptive, stop_at_eos=eos, stats=stats)
+    assert spec == vanilla
+    assert stats.new_tokens == len(vanilla) and stats.accepted <= stats.drafted <= stats.proposed
+
+
+@pytest.mark.spec
+@settings(max_examples=examples(300), **SLOW)
+@given(**table_case, temperature=st.sampled_from([0.5, 1.0, 1.5]), top_k=st.sampled_from([0, 3]),
+       top_p=st.sampled_from([1.0, 0.8]))
+def test_coupled_on_tables(V, seed, n, k, prompt, eos, adaptive, kind, temperature, top_k, top_p):
+    target = table_target(V, seed)
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, coupled=True)
+    vanilla = generate_ids(target, prompt, n, params, stop_at_eos=eos)
+    spec = speculative_generate_ids(target, table_run_drafter(kind, V, seed, prompt, vanilla), prompt, n, params,
+                                    verifier="coupled", k=k, adaptive=adaptive, stop_at_eos=eos)
+    assert spec == vanilla
+
+
+# --- 1. the exact distribution of the real loop (continued) ----------------------------------------------
+
+@st.composite
+def exact_cases(draw):
+    V = draw(st.integers(2, 5))
+    return dict(V=V, seed=draw(st.integers(0, 10_000)), n=draw(st.integers(1, 4)), k=draw(st.integers(1, 3)),
+                prompt=draw(st.lists(st.integers(0, V - 1), min_size=1, max_size=3)),
+                params=SamplingParams(temperature=draw(st.sampled_from([0.6, 1.0, 1.7])),
+                                      top_k=draw(st.sampled_from([0, 2, 3])),
+                                      top_p=draw(st.sampled_from([1.0, 0.9, 0.6]))),
+                eos=draw(st.booleans()), adaptive=draw(st.booleans()), kind=draw(st.sampled_from(TABLE_DRAFTERS)))
+
+
+@pytest.mark.spec
+@settings(max_examples=examples(60), **SLOW)
+@given(case=exact_cases())
+def test_rejection_sampling_is_exact_through_the_real_loop(case):
+    """P(speculative output = s) == P(vanilla output = s) == prod_t p(s_t | s_<t), for every sequence s."""
+    V, seed, n, k, prompt, params, eos, adaptive, kind = (case[key] for key in
+                                                           ("V", "seed", "n", "k", "prompt", "params", "eos",
+                                                            "adaptive", "kind"))
+    target = table_target(V, seed)
+
+    def speculative(source):
+        return tuple(speculative_generate_ids(target, table_drafter(kind, V, seed), prompt, n, params, "rejection", k,
+                                              adaptive=adaptive, stop_at_eos=eos, random=source))
+
+    def vanilla(source):
+        return tuple(generate_ids(target, prompt, n, params, stop_at_eos=eos, random=source))
+
+    exact = autoregressive(warped(target, params), prompt, n, target.cfg.eos_token_id if eos else None)
+    assert_same_distribution(exact_distribution(vanilla), exact)
+    assert_same_distribution(exact_distribution(speculative), exact)
+
+
+@pytest.mark.spec
+@settings(max_examples=examples(30), **SLOW)
+@given(V=st.integers(3, 4), seed=st.integers(0, 10_000), k=st.integers(2, 3), adaptive=st.booleans(),
+       kind=st.sampled_from(["draft-model", "early-exit", "short"]), temperature=st.sampled_from([0.6, 1.0, 1.7]),
+       top_k=st.sampled_from([0, 3]), top_p=st.sampled_from([1.0, 0.8]), eos=st.booleans())
+def test_rejection_sampling_is_exact_when_steps_verify_several_drafts(V, seed, k, adaptive, kind, temperature, top_k,
+                                                                       top_p, eos):
+    """The same, always deep enough that a step verifies two or three drafts whose q rows differ (a drafter that
+    conditions on its own drafts): 4 new tokens, the first from the prefill, then steps of up to 3 drafts."""
+    test_rejection_sampling_is_exact_through_the_real_loop.hypothesis.inner_test(dict(
+        V=V, seed=seed, n=4, k=k, prompt=[0, 1], adaptive=adaptive, kind=kind, eos=eos,
+        params=SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)))
+
+
+@pytest.mark.parametrize("kind", ["draft-model", "early-exit", "mtp"])
+def test_rejection_sampling_is_exact_with_real_tiny_gemmas(kind):
+    """The drafters that sample, on tiny random Gemma models (real KV caches, the numba kernels); the MTP drafter
+    reads the target's cache and hidden state. Vocabulary 4: every path of 3 new tokens, k = 2."""
+    V, prompt, n = 4, [0, 2], 3
+    kw = dict(vocab_size=V, bos_token_id=0, eos_token_id=1, pad_token_id=0, unk_token_id=0)
+    target, params = tiny(21, **kw), SamplingParams(temperature=1.0, top_p=0.95)
+    if kind == "mtp":
+        from test_mtp import tiny_drafter
+        drafter_model = None
+    else:
+        drafter_model = tiny(22, **kw)
+
+    def make():
+        if kind == "draft-model":
+            return DraftModelDrafter(drafter_model)
+        if kind == "early-exit":
+            return EarlyExitDrafter(1)
+        return tiny_drafter(target, seed=3, n=3)  # its head scores 3 of the 4 tokens: q has a zero
+
+    logits = {}
+
+    def p_of(context):  # the target's conditionals, each from a fresh cache: no loop involved
+        key = tuple(context)
+        if key not in logits:
+            logits[key] = target.forward(list(context), target.new_cache())[-1]
+        return warp(logits[key], params.temperature, params.top_k, params.top_p)
+
+    spec = exact_distribution(lambda source: tuple(speculative_generate_ids(
+        target, make(), prompt, n, params, "rejection", k=2, random=source)))
+    assert_same_distribution(spec, autoregressive(p_of, prompt, n, eos=1), tol=1e-9)  # float32 logits, two caches
+
+
+# --- 4. statistics at scale: the real loop, seeded, against the exact distribution ----------------------------
+
+def chi2_upper_tail(stat: float, dof: int) -> float:
+    """P(X >= stat) for X ~ chi-square(dof), by the Wilson-Hilferty cube-root normal approximation."""
+    z = ((stat / dof) ** (1 / 3) - (1 - 2 / (9 * dof))) / sqrt(2 / (9 * dof))
+    return 0.5 * erfc(z / sqrt(2))
+
+
+def g_test(counts: dict, exact: dict, runs: int) -> float:
+    """The G-test's p-value of observed sequence counts against exact probabilities; cells expecting fewer than
+    5 counts are pooled into one (the chi-square approximation needs about 5 per cell)."""
+    seqs = sorted(exact)
+    observed = np.array([counts.get(s, 0) for s in seqs], dtype=np.float64)
+    expected = runs * np.array([exact[s] for s in seqs])
+    assert sum(counts.values()) == runs and set(counts) <= set(exact), "a sequence of probability 0 was emitted"
+    small = expected < 5
+    observed = np.append(observed[~small], observed[small].sum())
+    expected = np.append(expected[~small], expected[small].sum())
+    keep = expected > 0
+    o, e = observed[keep], expected[keep]
+    g = 2.0 * sum(oi * log(oi / ei) for oi, ei in zip(o, e) if oi > 0)
+    return chi2_upper_tail(g, max(len(o) - 1, 1))
+
+
+# Fixed seeds make every run below deterministic: the test cannot flake. Under correct code the p-value is
+# uniform over seed choices, so a threshold of 1e-4 means these seeds had a 1 in 10,000 chance of failing a
+# correct loop when they were chosen; and the test's power is checked on a wrong loop below.
+P_MIN = 1e-4
+RUNS = 6000
+STAT_CASES = {  # V, new tokens, k, sampling, drafter, adaptive (the cheap draft table: c = 1/40, so it drafts)
+    "draft-model k4": (3, 6, 4, SamplingParams(temperature=1.0), "draft-model", False),
+    "early-exit top-k": (4, 6, 3, SamplingParams(temperature=0.7, top_k=3), "early-exit", False),
+    "adaptive top-p": (4, 6, 4, SamplingParams(temperature=1.0, top_p=0.9), "draft-model", True),
+    "sparse q": (3, 7, 4, SamplingParams(temperature=0.7, top_p=0.8), "sparse", False),
+}
+
+
+def seeded_runs(V, n, k, params, kind, adaptive, runs=RUNS, source=None):
+    """Counts of each output of `runs` runs with seeds 0 .. runs-1 (the verifier on [seed], the drafter on its own
+    stream [seed, stream]), the largest number of drafts one step verified, and the drafts verified in all."""
+    target = table_target(V, 5)
+    counts, most, verified = {}, 0, 0
+    for seed in range(runs):
+        trace = []
+        p = SamplingParams(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, seed=seed)
+        out = tuple(speculative_generate_ids(target, table_drafter(kind, V, 5), [0, 2], n, p, "rejection", k,
+                                             adaptive=adaptive, trace=trace,
+                                             random=None if source is None else source(seed)))
+        counts[out] = counts.get(out, 0) + 1
+        most = max([most] + [len(s.drafted) for s in trace])
+        verified += sum(len(s.drafted) for s in trace)
+    exact = autoregressive(warped(target, params), [0, 2], n, eos=target.cfg.eos_token_id)
+    return counts, exact, most, verified
+
+
+@pytest.mark.spec
+@pytest.mark.parametrize("name", list(STAT_CASES))
+def test_rejection_loop_at_scale_passes_a_g_test(name):
+    V, n, k, params, kind, adaptive = STAT_CASES[name]
+    counts, exact, most, verified = seeded_runs(V, n, k, params, kind, adaptive)
+    assert most >= (2 if adaptive else 3), "the runs must verify several drafts in one step"
+    assert verified >= 2 * RUNS, "the drafter must really draft (and the break-even rule verify)"
+    assert g_test(counts, exact, RUNS) > P_MIN
+
+
+class OneUniformPerStep(SeededSource):
+    """A wrong verifier's randomness: one uniform per step, reused for every draft it checks."""
+
+    def accept(self, probability):
+        if self.last_uniform is None:
+            self.last_uniform = float(self.rng.random())
+        return self.last_uniform < probability
+
+    def choice(self, p):
+        self.last_uniform = None
+        return super().choice(p)
+
+
+def test_the_g_test_catches_a_uniform_reused_within_a_step():
+    counts, exact, _, _ = seeded_runs(*STAT_CASES["draft-model k4"], source=lambda seed: OneUniformPerStep(seed))
+    assert g_test(counts, exact, RUNS) < P_MIN
