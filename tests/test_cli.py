@@ -18,6 +18,8 @@ from tinyspec import cli
     (["generate", ""], "the prompt is empty"),
     (["generate", "hi", "--max-new-tokens", "-2"], "--max-new-tokens must be >= 0"),
     (["generate", "hi", "--drafter", "ngram", "--k", "0"], "k (drafts per step) must be >= 1"),
+    (["generate", "hi", "--drafter", "ngram", "--k", "64"], "k (drafts per step) must be <= 63"),
+    (["compare", "hi", "--drafter", "ngram", "--k", "100"], "k (drafts per step) must be <= 63"),
     (["generate", "hi", "--drafter", "magic"], "unknown drafter 'magic'"),
     (["generate", "hi", "--drafter", "early-exit"], "early-exit needs a block count"),
     (["generate", "hi", "--drafter", "ngram", "--temperature", "0.5", "--verify", "greedy"],

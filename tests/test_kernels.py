@@ -8,7 +8,8 @@ cancels to ~0 has no meaningful relative error of its own:
 and must stay below 1e-5 (float32 carries ~6e-8 per operation).
 
 Batch invariance is checked bitwise (np.array_equal): a row computed alone equals the same row computed in a
-batch of up to 16 (matmul: up to 64) rows whatever the other rows hold.
+batch of up to 16 (matmul: up to 64) rows whatever the other rows hold, and at every row count a verification
+forward can have (1 .. MAX_K + 1) at Gemma 3 270M's shapes.
 
 Values come from NumPy generators seeded by Hypothesis, so a failure prints the seed that reproduces it.
 """
@@ -299,3 +300,33 @@ def test_one_thread_and_all_threads_agree_bitwise():
     for window in (0, 5):
         args = (q, k_cache, v_cache, 30, window, np.float32(0.25))
         assert np.array_equal(kernels._attention_parallel(*args), kernels._attention_serial(*args))
+
+
+# every row count the speculative loop can ask for --------------------------------------------------------------
+
+def test_every_row_count_a_verification_can_have_is_batch_invariant():
+    """The loop verifies up to MAX_K drafts: forwards of 1 .. MAX_K + 1 rows. At every one of those row counts,
+    at Gemma 3 270M's shapes, each row of the numba table's matmul, attention and RMSNorm (the RMSNorm at rows x
+    heads, as the model calls it on q and k) is bitwise the row computed alone."""
+    from tinyspec.speculative import MAX_K
+
+    rows, ops = MAX_K + 1, get_ops("numba")
+    rng = np.random.default_rng(7)
+    for N, K in [(1031, 640), (640, 2048)]:  # N not a multiple of the tile: leftover rows on every thread
+        W, x = randn(rng, N, K), randn(rng, rows, K)
+        alone = np.stack([ops.matmul(x[m:m + 1], W)[0] for m in range(rows)])
+        for M in range(1, rows + 1):
+            assert np.array_equal(ops.matmul(x[:M], W), alone[:M]), (N, K, M)
+    H, Hkv, D, start = 4, 1, 256, 530  # past the 512-token window
+    q = randn(rng, rows, H, D)
+    k_cache, v_cache = randn(rng, start + rows, Hkv, D), randn(rng, start + rows, Hkv, D)
+    for window in (512, 0):  # a local layer and a global one
+        alone = np.stack([ops.attention(q[m:m + 1], k_cache[:start + m + 1].copy(), v_cache[:start + m + 1].copy(),
+                                        start + m, window, D ** -0.5)[0] for m in range(rows)])
+        for M in range(1, rows + 1):
+            assert np.array_equal(ops.attention(q[:M], k_cache, v_cache, start, window, D ** -0.5), alone[:M]), M
+    for per_row, D in [(H, 256), (Hkv, 256), (1, 640)]:  # q heads, k heads, the residual stream
+        x, scale = randn(rng, rows * per_row, D), randn(rng, D)
+        alone = np.stack([ops.rms_norm(x[r:r + 1], scale, 1e-6)[0] for r in range(rows * per_row)])
+        for M in range(1, rows + 1):
+            assert np.array_equal(ops.rms_norm(x[:M * per_row], scale, 1e-6), alone[:M * per_row]), (per_row, M)
