@@ -10,8 +10,8 @@ spec's fast tests (the `spec` marker: the loop, the verifiers and sampling, on t
 compilation) against the copy, stopping at the first failure. A mutant is killed when a test fails; it
 survives when every test passes. The run must import the copy, not the checkout: checked before any mutant.
 
-    python tests/mutation.py             # every mutant, a table and the mutation score
-    python tests/mutation.py NAME ...    # only these
+    python tests/mutation.py             # check the harness on an unmutated copy, then every mutant: the score
+    python tests/mutation.py NAME ...    # only these mutants (no check of the unmutated copy: faster)
 
 `tests/test_mutation.py` runs the same in the test suite: a surviving mutant fails it.
 """
@@ -180,7 +180,12 @@ def check_harness() -> None:
 
 def main(names) -> int:
     chosen = [m for m in MUTANTS if not names or m.name in names]
-    check_harness()
+    unknown = set(names) - {m.name for m in MUTANTS}
+    if unknown:
+        print(f"unknown mutants: {', '.join(sorted(unknown))}; the names are: {', '.join(m.name for m in MUTANTS)}")
+        return 2
+    if not names:
+        check_harness()
     results = []
     for m in chosen:
         r = run_mutant(m)

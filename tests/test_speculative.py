@@ -3,7 +3,7 @@
 1. greedy      speculative tokens == vanilla greedy tokens, exactly, for any drafter
 2. rejection   one verification step's two formulas reproduce p analytically (1e-12) for arbitrary p and q;
                the proof through the real loop (exact, by enumeration, and statistical) is tests/test_spec_exact.py
-4. coupled     for any seed and any drafter, speculative == vanilla coupled sampling, token for token
+3. coupled     for any seed and any drafter, speculative == vanilla coupled sampling, token for token
 
 Models are tiny random Gemma-architecture models on the batch-invariant "numba" backend (on the "numpy"
 backend BLAS may round a token's logits differently in a batch than alone, and greedy could flip on a tie).
@@ -71,7 +71,7 @@ def test_greedy_speculative_equals_greedy(seed, prompt, k, n, kind, eos, adaptiv
         assert stats.accepted == stats.drafted  # a perfect drafter is never rejected
 
 
-# --- 4. coupled -----------------------------------------------------------------------------------------------
+# --- 3. coupled -----------------------------------------------------------------------------------------------
 
 @settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**case, temperature=st.sampled_from([0.5, 1.0, 1.5]), top_k=st.sampled_from([0, 5]),
