@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import tinyspec.randomness
 import tinyspec.toy
 from helpers import (TABLE_DRAFTERS, OracleDrafter, RandomDrafter, WrongDrafter, assert_same_distribution,
-                     autoregressive, examples, table_drafter, table_target, tiny, warped)
+                     autoregressive, examples, reference_warp, table_drafter, table_target, tiny, warped)
 from tinyspec.decoding import generate_ids
 from tinyspec.drafters import DraftModelDrafter, EarlyExitDrafter
 from tinyspec.randomness import EnumeratingSource, SeededSource, exact_distribution
@@ -321,37 +321,43 @@ def test_rejection_sampling_is_exact_when_steps_verify_several_drafts(V, seed, k
         params=SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)))
 
 
-@pytest.mark.parametrize("kind", ["draft-model", "early-exit", "mtp"])
-def test_rejection_sampling_is_exact_with_real_tiny_gemmas(kind):
+_gemmas: dict = {}
+
+
+def gemma_pair(V, seed):
+    """A tiny random Gemma target of vocabulary V and a second one as its draft model (kept: numba compiles once
+    per shape, and Hypothesis reuses seeds)."""
+    if (V, seed) not in _gemmas:
+        kw = dict(vocab_size=V, bos_token_id=0, eos_token_id=1, pad_token_id=0, unk_token_id=0)
+        _gemmas[V, seed] = tiny(seed, **kw), tiny(seed + 1, **kw)
+    return _gemmas[V, seed]
+
+
+@settings(max_examples=examples(12), **SLOW)
+@given(V=st.integers(3, 4), seed=st.integers(0, 3), n=st.integers(1, 3), k=st.integers(1, 2),
+       kind=st.sampled_from(["draft-model", "early-exit", "mtp"]), temperature=st.sampled_from([0.7, 1.0, 1.6]),
+       top_k=st.sampled_from([0, 2]), top_p=st.sampled_from([1.0, 0.9]), eos=st.booleans(), adaptive=st.booleans())
+def test_rejection_sampling_is_exact_with_real_tiny_gemmas(V, seed, n, k, kind, temperature, top_k, top_p, eos,
+                                                           adaptive):
     """The drafters that sample, on tiny random Gemma models (real KV caches, the numba kernels); the MTP drafter
-    reads the target's cache and hidden state. Vocabulary 4: every path of 3 new tokens, k = 2."""
-    V, prompt, n = 4, [0, 2], 3
-    kw = dict(vocab_size=V, bos_token_id=0, eos_token_id=1, pad_token_id=0, unk_token_id=0)
-    target, params = tiny(21, **kw), SamplingParams(temperature=1.0, top_p=0.95)
-    if kind == "mtp":
-        from test_mtp import tiny_drafter
-        drafter_model = None
-    else:
-        drafter_model = tiny(22, **kw)
+    reads the target's cache and hidden state, and its head scores V - 1 of the V tokens (q has a zero)."""
+    from test_mtp import tiny_drafter
 
-    def make():
-        if kind == "draft-model":
-            return DraftModelDrafter(drafter_model)
-        if kind == "early-exit":
-            return EarlyExitDrafter(1)
-        return tiny_drafter(target, seed=3, n=3)  # its head scores 3 of the 4 tokens: q has a zero
-
+    target, draft = gemma_pair(V, seed)
+    params, prompt = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p), [0, 2]
+    make = {"draft-model": lambda: DraftModelDrafter(draft), "early-exit": lambda: EarlyExitDrafter(1),
+            "mtp": lambda: tiny_drafter(target, seed=seed, n=V - 1)}[kind]
     logits = {}
 
     def p_of(context):  # the target's conditionals, each from a fresh cache: no loop involved
         key = tuple(context)
         if key not in logits:
             logits[key] = target.forward(list(context), target.new_cache())[-1]
-        return warp(logits[key], params.temperature, params.top_k, params.top_p)
+        return reference_warp(logits[key], temperature, top_k, top_p)
 
     spec = exact_distribution(lambda source: tuple(speculative_generate_ids(
-        target, make(), prompt, n, params, "rejection", k=2, random=source)))
-    assert_same_distribution(spec, autoregressive(p_of, prompt, n, eos=1), tol=1e-9)  # float32 logits, two caches
+        target, make(), prompt, n, params, "rejection", k, adaptive=adaptive, stop_at_eos=eos, random=source)))
+    assert_same_distribution(spec, autoregressive(p_of, prompt, n, eos=1 if eos else None))
 
 
 # --- 4. statistics at scale: the real loop, seeded, against the exact distribution ----------------------------
