@@ -17,11 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import OracleDrafter, RandomDrafter, ShortDrafter, WrongDrafter, examples, tiny
+from tinyspec.adaptive import BreakEven, VerifyCost
 from tinyspec.decoding import generate_ids
 from tinyspec.drafters import DraftModelDrafter, Drafter, EarlyExitDrafter, NgramDrafter, Proposal, make_drafter
 from tinyspec.sampling import SamplingParams
-from tinyspec.speculative import (BreakEven, SpecStats, VerifyCost, acceptance_probability, expected_tokens,
-                                  residual_distribution, speculative_generate_ids)
+from tinyspec.speculative import SpecStats, acceptance_probability, residual_distribution, speculative_generate_ids
+from tinyspec.theory import expected_tokens_per_step as expected_tokens
 
 VOCAB = 32
 

@@ -29,8 +29,9 @@ from typing import Iterator
 
 import numpy as np
 
+from .adaptive import BreakEven, FixedK, VerifyCost
 from .decoding import Stats, check_prompt, choose, prefill
-from .drafters.base import Drafter, TargetView
+from .drafters.base import Drafter, Proposal, TargetView
 from .kernels import MAX_INVARIANT_ROWS
 from .randomness import RandomSource, SeededSource
 from .sampling import SamplingParams, gumbel_token, warp
@@ -183,110 +184,6 @@ def verify(logits, drafted, q_rows, params: SamplingParams, verifier: str, rando
     return verify_rejection(logits, drafted, q_rows, params, random)
 
 
-# --- adaptive k: the break-even rule decides how many drafts to verify ---------------------------------------
-
-@dataclass(frozen=True)
-class VerifyCost:
-    """v(m): the time of one target forward over m tokens, in single-token forwards (v(1) = 1).
-
-    Decode is memory-bound, so v grows slowly, but not from the first extra token: the kernels for M > 1 rows
-    do more arithmetic per weight read. The default is fitted on the reference machine (AMD EPYC, 300-1000
-    tokens of context, tinyspec/kernels.py's explicit-SIMD, prefetching matmul): one thread v(2) = 1.12-1.14,
-    v(9) = 1.79-1.81, v(17) = 2.9-3.2; two threads v(2) = 0.96-1.07, v(9) = 1.4-1.9, v(17) = 2.2-3.3 (the
-    second thread's share moves with the load on this shared machine). The kernels before it gave v(9) =
-    2.0-2.4. Measure yours with `measure.forward_times` and pass a VerifyCost to speculative_generate."""
-    first_extra: float = 0.10  # v(2) - v(1)
-    per_token: float = 0.11  # v(m + 1) - v(m) for m >= 2
-
-    def __call__(self, m: int) -> float:
-        return 1.0 if m <= 1 else 1.0 + self.first_extra + self.per_token * (m - 2)
-
-
-def expected_tokens(alpha: float, n: int) -> float:
-    """E(alpha, n) = 1 + alpha + ... + alpha^n = (1 - alpha^(n+1)) / (1 - alpha): the expected tokens one step
-    emits when it verifies n drafts, each accepted with probability alpha while the previous ones were
-    (Leviathan et al. 2023, eq. 1), the target's own token included."""
-    return n + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (n + 1)) / (1.0 - alpha)
-
-
-@dataclass
-class BreakEven:
-    """Adaptive k: verify only as many drafts as pay for themselves.
-
-    The rule. Verifying n drafts costs v(n + 1) (the forward over [last, d1..dn]) plus n c (drafting, c the
-    drafter's cost per token, 0 for prompt lookup) and emits E(alpha, n) tokens on average, so the step's
-    speed relative to vanilla decoding is
-
-        S(n) = E(alpha, n) / (n c + v(n + 1)),        n* = argmax_{0 <= n <= limit} S(n), ties to the smaller n
-
-    and n* = 0 is a plain decode step (S(0) = 1: exactly vanilla). Drafting never pays while
-    1 / (1 - alpha) <= v(2) (E < 1 / (1 - alpha) for every n and v(n + 1) >= v(2)): on text the drafter cannot
-    predict, alpha falls and the loop decodes like vanilla.
-
-    The estimate. alpha is an exponential moving average of acceptance, alpha <- alpha + rate (x - alpha),
-    updated at the start of every step by scoring the previous step's FULL proposal against the tokens that
-    were actually emitted: x = 1 for each draft that matches, up to and including the first miss. Drafts that
-    were proposed but not verified are scored too, so a free drafter keeps teaching alpha even while the rule
-    verifies nothing, and alpha recovers as soon as the text turns predictable again.
-
-    Exactness. n* depends only on alpha (the past) and on the number of drafts on offer. For a deterministic
-    drafter (q is None: prompt lookup, argmax) the proposal is a function of the context, so cutting it is
-    just another deterministic drafter. For a sampling drafter, the cut must not depend on the drafted values
-    (in rejection sampling, whether d_i is verified must not depend on d_i): there the limit is k itself and
-    the cut is min(n*(k), proposal length). A costly drafter (c > 0) is asked for only n*(k) drafts, with one
-    draft every `probe_every` skipped steps so that alpha can recover."""
-    k_max: int = 8
-    draft_cost: float = 0.0  # c
-    verify_cost: VerifyCost = VerifyCost()  # v
-    alpha: float = 0.3  # the prior: prompt lookup's acceptance over the whole benchmark is about this
-    rate: float = 0.3  # the EMA's weight of each new observation
-    probe_every: int = 8
-    skipped: int = 0  # steps a costly drafter was not asked (for the probes)
-    previous: tuple | None = None  # (position of d1, [drafts]) of the previous step's full proposal
-
-    def speed(self, n: int) -> float:
-        """S(n): expected tokens per unit of time, relative to vanilla decoding."""
-        return expected_tokens(self.alpha, n) / (n * self.draft_cost + self.verify_cost(n + 1))
-
-    def best(self, limit: int) -> int:
-        """n* = argmax_{0 <= n <= limit} S(n), the smallest n on a tie."""
-        best_n, best_s = 0, self.speed(0)
-        for n in range(1, limit + 1):
-            s = self.speed(n)
-            if s > best_s:
-                best_n, best_s = n, s
-        return best_n
-
-    def observe(self, context) -> None:
-        """Score the previous proposal against the tokens that followed it (the EMA update above)."""
-        if self.previous is None:
-            return
-        start, drafts = self.previous
-        actual = context[start:]
-        for d, t in zip(drafts, actual):
-            x = 1.0 if d == t else 0.0
-            self.alpha += self.rate * (x - self.alpha)
-            if not x:
-                break
-
-    def to_ask(self) -> int:
-        """How many drafts to ask the drafter for: all k_max when drafting is free, else n*(k_max) (or a probe)."""
-        if self.draft_cost == 0.0:
-            return self.k_max
-        n = self.best(self.k_max)
-        if n == 0:
-            self.skipped += 1
-            return 1 if self.skipped % self.probe_every == 0 else 0
-        return n
-
-    def cut(self, position: int, drafts: list, deterministic: bool) -> int:
-        """How many of the offered drafts to verify (and remember the full proposal for the next update)."""
-        self.previous = (position, list(drafts))
-        if deterministic:
-            return self.best(len(drafts))
-        return min(self.best(self.k_max), len(drafts))
-
-
 # --- the loop -----------------------------------------------------------------------------------------------
 
 def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
@@ -303,19 +200,49 @@ def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
         raise ValueError("the coupled verifier reproduces coupled sampling: set SamplingParams(coupled=True)")
 
 
+class Recorder:
+    """The run's bookkeeping, kept out of the algorithm's way: SpecStats, the StepTraces and the clock."""
+
+    def __init__(self, stats: SpecStats, trace: list | None, clock):
+        self.stats, self.trace, self.clock = stats, trace, clock
+        self.t0 = clock()
+
+    def prefilled(self) -> None:  # the prefill's forward
+        self.stats.target_forwards += 1
+        self.stats.prefill_seconds = self.clock() - self.t0
+
+    def first_token(self) -> None:  # the token the prefill's logits chose
+        self.stats.new_tokens = 1
+        self.stats.seconds = self.clock() - self.t0
+
+    def step(self, position, proposed, drafted, verdict: Verdict, emitted) -> None:
+        s = self.stats
+        s.target_forwards += 1
+        s.steps += 1
+        s.proposed += proposed
+        s.drafted += len(drafted)
+        s.accepted += verdict.accepted
+        s.new_tokens += len(emitted)
+        if self.trace is not None:
+            self.trace.append(StepTrace(position, drafted, verdict.p_draft, verdict.q_draft, verdict.uniforms,
+                                        verdict.accepted, verdict.token, verdict.kind, emitted))
+        s.seconds = self.clock() - self.t0
+
+
 def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: int = 32,
                          params: SamplingParams = SamplingParams(), verifier: str = "greedy", k: int = 4,
                          adaptive: bool = False, verify_cost: VerifyCost = VerifyCost(), stop_at_eos: bool = True,
                          stats: SpecStats | None = None, trace: list | None = None,
-                         random: RandomSource | None = None) -> Iterator[int]:
+                         random: RandomSource | None = None, clock=time.perf_counter) -> Iterator[int]:
     """Yield new tokens as they are accepted. Fills `stats` (SpecStats) and appends StepTraces to `trace`.
 
-    With adaptive, k is the most drafts per step and the break-even rule (BreakEven) verifies 0..k of them
-    each step, from the acceptance so far, the drafter's cost (its `cost` attribute) and `verify_cost` v(m).
+    With adaptive, k is the most drafts per step and the break-even rule (adaptive.BreakEven) verifies 0..k of
+    them each step, from the acceptance so far, the drafter's cost c (`drafter.cost`) and `verify_cost` v(m).
 
     `random` is the source of every random choice of the run, the verifier's and the drafter's (the proofs pass
     an EnumeratingSource). By default the verifier draws from SeededSource(seed), as vanilla decoding does,
-    and the drafter from its own independent stream SeededSource([seed, drafter.stream])."""
+    and the drafter from its own independent stream SeededSource([seed, drafter.stream]). `clock` times the
+    run (time.process_time gives CPU seconds)."""
     check_settings(verifier, params, k)
     prompt = check_prompt(model, prompt_ids, max_new_tokens)
     if drafter.vocab_size is not None and drafter.vocab_size != model.cfg.vocab_size:
@@ -325,66 +252,52 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     stats.prompt_tokens = len(prompt)
     if max_new_tokens == 0:
         return
-    t0 = time.perf_counter()
     if random is None:
         random, drafter_random = SeededSource(params.seed), SeededSource([params.seed, getattr(drafter, "stream", 1)])
     else:
         drafter_random = random
+    record = Recorder(stats, trace, clock)
     cache = model.new_cache(capacity=len(prompt) + max_new_tokens + k + 1)
     logits, hidden = prefill(model, prompt, cache)  # [V], [d]  vanilla's prefill ...
-    stats.target_forwards += 1
-    stats.prefill_seconds = time.perf_counter() - t0
+    record.prefilled()
     first = choose(logits, params, random, position=cache.length)  # ... and vanilla's first token
     context = [int(t) for t in prompt] + [first]
-    stats.new_tokens = 1
-    stats.seconds = time.perf_counter() - t0
+    record.first_token()
     yield first
     if (stop_at_eos and first == model.cfg.eos_token_id) or max_new_tokens == 1:
         return
     view = TargetView(model, cache, hidden, drafter_random)
     drafter.begin(view, prompt, params)
-    policy = BreakEven(k_max=k, draft_cost=float(getattr(drafter, "cost", 0.0) or 0.0), verify_cost=verify_cost)
+    policy = BreakEven(k, float(drafter.cost or 0.0), verify_cost) if adaptive else FixedK(k)
     while True:
-        remaining = max_new_tokens - stats.new_tokens
         position = len(context)  # absolute position of d1; the cache holds len(context) - 1 positions
-        # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens) ...
-        if adaptive:
-            policy.observe(context)
-        k_now = min(policy.to_ask() if adaptive else k, remaining - 1)
-        proposal = drafter.propose(context, k_now) if k_now > 0 else None
-        drafted = [int(t) for t in proposal.tokens[:k_now]] if proposal else []
-        stats.proposed += len(drafted)
-        if adaptive:  # ... and keep only the drafts that pay for their verification (the break-even rule)
-            drafted = drafted[: policy.cut(position, drafted, proposal is None or proposal.q is None)]
-        q_rows = proposal.q[: len(drafted)] if proposal is not None and proposal.q is not None else None
-        # Step 2: one target forward over [last, d1..dn]
+        # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens), and keep the drafts
+        #         the policy verifies
+        ask = min(policy.to_ask(context), max_new_tokens - stats.new_tokens - 1)
+        proposal = drafter.propose(context, ask) if ask > 0 else Proposal([])
+        offered = [int(t) for t in proposal.tokens[:ask]]
+        drafted = offered[: policy.cut(position, offered, proposal.q is None)]
+        q_rows = proposal.q[: len(drafted)] if proposal.q is not None else None  # [n, V] or None (one-hot)
+        # Step 2: one target forward over [last, d1..dn]: the rows of p_1 .. p_{n+1}
         h = model.hidden([context[-1]] + drafted, cache)  # [n+1, d]
         logits = model.head(h)  # [n+1, V]
-        stats.target_forwards += 1
-        stats.steps += 1
-        # Step 3: verify
+        # Step 3: verify: keep d_1..d_n_ok, then the target's own token
         verdict = verify(logits, drafted, q_rows, params, verifier, random, position)
-        n_ok, final = verdict.accepted, verdict.token
-        # Step 4: roll back the rejected drafts (the cache keeps `last` and the n_ok accepted drafts)
+        n_ok = verdict.accepted
+        # Step 4: roll back the rejected drafts (the cache keeps `last` and the accepted drafts)
         cache.truncate(position + n_ok)
-        view.hidden = h[n_ok]  # [d] the state whose logits chose `final`
-        new = drafted[:n_ok] + [final]
+        view.hidden = h[n_ok]  # [d] the state whose logits chose the token after the accepted drafts
+        new = drafted[:n_ok] + [verdict.token]
         context += new
         drafter.rollback(len(context) - 1)
-        stats.drafted += len(drafted)
-        stats.accepted += n_ok
-        # Step 5: emit, stopping exactly at EOS / max_new_tokens
-        emitted, done = [], False
+        # Step 5: emit, stopping exactly where vanilla decoding would: at EOS or max_new_tokens
+        room, emitted, done = max_new_tokens - stats.new_tokens, [], False  # room: tokens still allowed
         for token in new:
             emitted.append(token)
-            stats.new_tokens += 1
-            if (stop_at_eos and token == model.cfg.eos_token_id) or stats.new_tokens == max_new_tokens:
+            if (stop_at_eos and token == model.cfg.eos_token_id) or len(emitted) == room:
                 done = True
                 break
-        if trace is not None:
-            trace.append(StepTrace(position, drafted, verdict.p_draft, verdict.q_draft, verdict.uniforms, n_ok, final,
-                                   verdict.kind, emitted))
-        stats.seconds = time.perf_counter() - t0
+        record.step(position, len(offered), drafted, verdict, emitted)
         yield from emitted
         if done:
             return

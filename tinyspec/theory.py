@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import speculative
-
 # --- one step of speculative sampling, computed exactly -------------------------------------------------------
 
 
@@ -37,13 +35,15 @@ def one_step_distribution(p, q, draft=None):  # [V], [V] -> [V]
     the theorem. With another `draft` (say, one-hot at argmax q: a drafter that reports q but takes its
     argmax) it is not. Uses the package's own `acceptance_probability` and `residual_distribution`.
     """
+    from .speculative import acceptance_probability, residual_distribution  # (speculative imports this module, via adaptive)
+
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     draft = q if draft is None else np.asarray(draft, dtype=np.float64)
-    a = np.array([speculative.acceptance_probability(p, q, d) if q[d] > 0 else 0.0 for d in range(len(p))])
+    a = np.array([acceptance_probability(p, q, d) if q[d] > 0 else 0.0 for d in range(len(p))])
     accepted = draft * a  # [V]  drafted and kept
     rejected = float((draft * (1.0 - a)).sum())  # the chance of a rejection
-    return accepted + rejected * speculative.residual_distribution(p, q)  # [V]
+    return accepted + rejected * residual_distribution(p, q)  # [V]
 
 
 # --- the cost model ------------------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""How many drafts to verify each step: a fixed k, or the break-even rule (adaptive k).
+
+The speculative loop asks its policy two questions every step:
+
+    to_ask(context)                       how many drafts to ask the drafter for (before drafting)
+    cut(position, drafts, deterministic)  how many of the offered drafts to verify (after drafting)
+
+`FixedK(k)` answers k and all of them. `BreakEven` answers with the cost model of `tinyspec.theory`: verify
+the number of drafts n that maximises the expected speed S(n) = E(alpha, n) / (n c + v(n + 1)), 0 being a
+plain decode step. Exactness never depends on the policy, with one rule (in `BreakEven.cut`): for a drafter
+that samples, whether a draft is verified must not depend on the drafted values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .theory import expected_speedup
+
+
+@dataclass(frozen=True)
+class VerifyCost:
+    """v(m): the time of one target forward over m tokens, in single-token forwards (v(1) = 1), as a line:
+    v(2) = 1 + first_extra, then + per_token for each further token. Decoding is memory-bound, so v grows
+    slowly, but not from the first extra token: the kernels do more arithmetic per weight read for M > 1 rows.
+
+    The default is fitted on the project's 2-core AMD EPYC (bench/results.md, "Verification cost"). Measure
+    yours with `measure.forward_times(model, range(1, 18), context=300)` and pass a VerifyCost to
+    speculative_generate."""
+    first_extra: float = 0.10  # v(2) - v(1)
+    per_token: float = 0.11  # v(m + 1) - v(m) for m >= 2
+
+    def __call__(self, m: int) -> float:
+        return 1.0 if m <= 1 else 1.0 + self.first_extra + self.per_token * (m - 2)
+
+
+@dataclass
+class FixedK:
+    """Ask for k drafts every step and verify every one offered."""
+    k: int
+
+    def to_ask(self, context) -> int:
+        return self.k
+
+    def cut(self, position: int, drafts: list, deterministic: bool) -> int:
+        return len(drafts)
+
+
+@dataclass
+class BreakEven:
+    """Adaptive k: verify only as many drafts as pay for themselves.
+
+    The rule. Verifying n drafts costs v(n + 1) (the forward over [last, d1..dn]) plus n c (drafting, c the
+    drafter's cost per token, 0 for prompt lookup) and emits E(alpha, n) tokens on average, so the step's
+    speed relative to vanilla decoding is
+
+        S(n) = E(alpha, n) / (n c + v(n + 1)),        n* = argmax_{0 <= n <= limit} S(n), ties to the smaller n
+
+    (theory.expected_speedup) and n* = 0 is a plain decode step (S(0) = 1: exactly vanilla). Drafting never
+    pays while 1 / (1 - alpha) <= v(2) (E < 1 / (1 - alpha) for every n and v(n + 1) >= v(2)): on text the
+    drafter cannot predict, alpha falls and the loop decodes like vanilla.
+
+    The estimate. alpha is an exponential moving average of acceptance, alpha <- alpha + rate (x - alpha),
+    updated at the start of every step by scoring the previous step's FULL proposal against the tokens that
+    were actually emitted: x = 1 for each draft that matches, up to and including the first miss. Drafts that
+    were proposed but not verified are scored too, so a free drafter keeps teaching alpha even while the rule
+    verifies nothing, and alpha recovers as soon as the text turns predictable again.
+
+    Exactness. n* depends only on alpha (the past) and on the number of drafts on offer. For a deterministic
+    drafter (q is None: prompt lookup, argmax) the proposal is a function of the context, so cutting it is
+    just another deterministic drafter. For a sampling drafter, the cut must not depend on the drafted values
+    (in rejection sampling, whether d_i is verified must not depend on d_i): there the limit is k itself and
+    the cut is min(n*(k), proposal length). A costly drafter (c > 0) is asked for only n*(k) drafts, with one
+    draft every `probe_every` skipped steps so that alpha can recover."""
+    k_max: int = 8
+    draft_cost: float = 0.0  # c
+    verify_cost: VerifyCost = VerifyCost()  # v
+    alpha: float = 0.3  # the prior: prompt lookup's acceptance over the whole benchmark is about this
+    rate: float = 0.3  # the EMA's weight of each new observation
+    probe_every: int = 8
+    skipped: int = 0  # steps a costly drafter was not asked (for the probes)
+    previous: tuple | None = None  # (position of d1, [drafts]) of the previous step's full proposal
+
+    def speed(self, n: int) -> float:
+        """S(n): expected tokens per unit of time, relative to vanilla decoding."""
+        return expected_speedup(self.alpha, n, self.draft_cost, self.verify_cost(n + 1))
+
+    def best(self, limit: int) -> int:
+        """n* = argmax_{0 <= n <= limit} S(n), the smallest n on a tie."""
+        best_n, best_s = 0, self.speed(0)
+        for n in range(1, limit + 1):
+            s = self.speed(n)
+            if s > best_s:
+                best_n, best_s = n, s
+        return best_n
+
+    def observe(self, context) -> None:
+        """Score the previous proposal against the tokens that followed it (the EMA update above)."""
+        if self.previous is None:
+            return
+        start, drafts = self.previous
+        actual = context[start:]
+        for d, t in zip(drafts, actual):
+            x = 1.0 if d == t else 0.0
+            self.alpha += self.rate * (x - self.alpha)
+            if not x:
+                break
+
+    def to_ask(self, context) -> int:
+        """Learn from the last step, then how many drafts to ask for: all k_max when drafting is free, else
+        n*(k_max) (or a probe of one)."""
+        self.observe(context)
+        if self.draft_cost == 0.0:
+            return self.k_max
+        n = self.best(self.k_max)
+        if n == 0:
+            self.skipped += 1
+            return 1 if self.skipped % self.probe_every == 0 else 0
+        return n
+
+    def cut(self, position: int, drafts: list, deterministic: bool) -> int:
+        """How many of the offered drafts to verify (and remember the full proposal for the next update)."""
+        self.previous = (position, list(drafts))
+        if deterministic:
+            return self.best(len(drafts))
+        return min(self.best(self.k_max), len(drafts))
