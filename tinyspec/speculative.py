@@ -64,47 +64,6 @@ def one_hot(token: int, size: int):  # -> [V]
     return q
 
 
-# --- the trace of a step and the run's stats ------------------------------------------------------------------
-
-@dataclass
-class StepTrace:
-    position: int  # absolute position of d1
-    drafted: list  # [n_drafted] token ids
-    p_draft: list  # [n_drafted] p_i(d_i), the target's probability of each draft (under warping)
-    q_draft: list  # [n_drafted] q_i(d_i), the drafter's (1.0 for deterministic drafters)
-    uniforms: list  # [n_checked] the uniform draw compared against min(1, p/q) (rejection only)
-    accepted: int  # how many drafts were kept
-    final_token: int  # the token the target added: a correction after a rejection, or a bonus
-    final_kind: str  # "correction" (a draft was rejected) or "bonus" (all drafts accepted)
-    emitted: list  # the tokens this step emitted (accepted drafts + final token, cut at EOS / limit)
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-@dataclass
-class SpecStats(Stats):
-    proposed: int = 0  # draft tokens the drafter offered
-    drafted: int = 0  # draft tokens checked by the target (adaptive k may verify fewer than were offered)
-    accepted: int = 0  # draft tokens kept
-    steps: int = 0  # speculative steps (each is one target forward)
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.accepted / self.drafted if self.drafted else 0.0
-
-    @property
-    def tokens_per_forward(self) -> float:
-        """Mean new tokens per target forward (the prefill excluded: it makes the first token only)."""
-        return (self.new_tokens - 1) / (self.target_forwards - 1) if self.target_forwards > 1 else 0.0
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "proposed": self.proposed, "drafted": self.drafted, "accepted": self.accepted,
-                "steps": self.steps,
-                "acceptance_rate": round(self.acceptance_rate, 4),
-                "tokens_per_forward": round(self.tokens_per_forward, 4)}
-
-
 # --- Step 3: the verifiers ----------------------------------------------------------------------------------
 
 @dataclass
@@ -200,35 +159,6 @@ def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
         raise ValueError("the coupled verifier reproduces coupled sampling: set SamplingParams(coupled=True)")
 
 
-class Recorder:
-    """The run's bookkeeping, kept out of the algorithm's way: SpecStats, the StepTraces and the clock."""
-
-    def __init__(self, stats: SpecStats, trace: list | None, clock):
-        self.stats, self.trace, self.clock = stats, trace, clock
-        self.t0 = clock()
-
-    def prefilled(self) -> None:  # the prefill's forward
-        self.stats.target_forwards += 1
-        self.stats.prefill_seconds = self.clock() - self.t0
-
-    def first_token(self) -> None:  # the token the prefill's logits chose
-        self.stats.new_tokens = 1
-        self.stats.seconds = self.clock() - self.t0
-
-    def step(self, position, proposed, drafted, verdict: Verdict, emitted) -> None:
-        s = self.stats
-        s.target_forwards += 1
-        s.steps += 1
-        s.proposed += proposed
-        s.drafted += len(drafted)
-        s.accepted += verdict.accepted
-        s.new_tokens += len(emitted)
-        if self.trace is not None:
-            self.trace.append(StepTrace(position, drafted, verdict.p_draft, verdict.q_draft, verdict.uniforms,
-                                        verdict.accepted, verdict.token, verdict.kind, emitted))
-        s.seconds = self.clock() - self.t0
-
-
 def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: int = 32,
                          params: SamplingParams = SamplingParams(), verifier: str = "greedy", k: int = 4,
                          adaptive: bool = False, verify_cost: VerifyCost = VerifyCost(), stop_at_eos: bool = True,
@@ -306,3 +236,73 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
 def speculative_generate_ids(model, drafter, prompt_ids, max_new_tokens=32, params=SamplingParams(),
                              verifier="greedy", k=4, **kw) -> list[int]:
     return list(speculative_generate(model, drafter, prompt_ids, max_new_tokens, params, verifier, k, **kw))
+
+
+# --- the bookkeeping: the run's stats, the trace of each step, the clock ---------------------------------------
+
+@dataclass
+class StepTrace:
+    position: int  # absolute position of d1
+    drafted: list  # [n_drafted] token ids
+    p_draft: list  # [n_drafted] p_i(d_i), the target's probability of each draft (under warping)
+    q_draft: list  # [n_drafted] q_i(d_i), the drafter's (1.0 for deterministic drafters)
+    uniforms: list  # [n_checked] the uniform draw compared against min(1, p/q) (rejection only)
+    accepted: int  # how many drafts were kept
+    final_token: int  # the token the target added: a correction after a rejection, or a bonus
+    final_kind: str  # "correction" (a draft was rejected) or "bonus" (all drafts accepted)
+    emitted: list  # the tokens this step emitted (accepted drafts + final token, cut at EOS / limit)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class SpecStats(Stats):
+    proposed: int = 0  # draft tokens the drafter offered
+    drafted: int = 0  # draft tokens checked by the target (adaptive k may verify fewer than were offered)
+    accepted: int = 0  # draft tokens kept
+    steps: int = 0  # speculative steps (each is one target forward)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Mean new tokens per target forward (the prefill excluded: it makes the first token only)."""
+        return (self.new_tokens - 1) / (self.target_forwards - 1) if self.target_forwards > 1 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "proposed": self.proposed, "drafted": self.drafted, "accepted": self.accepted,
+                "steps": self.steps,
+                "acceptance_rate": round(self.acceptance_rate, 4),
+                "tokens_per_forward": round(self.tokens_per_forward, 4)}
+
+
+class Recorder:
+    """The run's bookkeeping, kept out of the algorithm's way: SpecStats, the StepTraces and the clock."""
+
+    def __init__(self, stats: SpecStats, trace: list | None, clock):
+        self.stats, self.trace, self.clock = stats, trace, clock
+        self.t0 = clock()
+
+    def prefilled(self) -> None:  # the prefill's forward
+        self.stats.target_forwards += 1
+        self.stats.prefill_seconds = self.clock() - self.t0
+
+    def first_token(self) -> None:  # the token the prefill's logits chose
+        self.stats.new_tokens = 1
+        self.stats.seconds = self.clock() - self.t0
+
+    def step(self, position, proposed, drafted, verdict: Verdict, emitted) -> None:
+        s = self.stats
+        s.target_forwards += 1
+        s.steps += 1
+        s.proposed += proposed
+        s.drafted += len(drafted)
+        s.accepted += verdict.accepted
+        s.new_tokens += len(emitted)
+        if self.trace is not None:
+            self.trace.append(StepTrace(position, drafted, verdict.p_draft, verdict.q_draft, verdict.uniforms,
+                                        verdict.accepted, verdict.token, verdict.kind, emitted))
+        s.seconds = self.clock() - self.t0
