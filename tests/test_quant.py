@@ -1,0 +1,256 @@
+"""tinyspec.quant: each block format decodes bit for bit what gguf-py's dequantizer decodes (random blocks with
+every kind of finite scale, and every tensor of the real GGUF), and the memory-mapped GGUF reader finds the
+same tensors, bytes and metadata as gguf.GGUFReader and the same config, tokenizer and float32 values as
+`tinyspec convert`."""
+
+import numpy as np
+import pytest
+
+import gguf
+from tinyspec.quant import FORMATS, block_format, dequantize
+from tinyspec.quant.gguf_file import GGUFFile
+
+QTYPES = {name: gguf.GGMLQuantizationType[name] for name in FORMATS}
+
+# where each format keeps its float16 scales (byte offsets in a block), written down here from ggml's structs
+F16_FIELDS = {"Q8_0": [0], "Q5_0": [0], "Q4_K": [0, 2], "Q6_K": [208]}
+# float16 bit patterns worth a scale each: +0, -0, smallest subnormal, largest subnormal, smallest normal,
+# 1, largest finite, its negative
+SPECIAL_F16 = np.array([0x0000, 0x8000, 0x0001, 0x03FF, 0x0400, 0x3C00, 0x7BFF, 0xFBFF], np.uint16)
+
+
+def random_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:  # -> uint8 [n_blocks, type_size]
+    """Random bytes in every field, except that each float16 scale is finite (as in any real file); the first
+    blocks' scales run through SPECIAL_F16. F32 "blocks" are random finite float32."""
+    rng = np.random.default_rng(seed)
+    fmt = FORMATS[name]
+    raw = rng.integers(0, 256, (n_blocks, fmt.type_size), dtype=np.uint8)
+    if name == "F32":
+        bits = raw.view(np.uint32)
+        bits[(bits >> 23 & 0xFF) == 0xFF] &= ~np.uint32(1 << 30)  # exponent all ones (inf/nan) -> finite
+        return raw
+    for offset in F16_FIELDS[name]:
+        bits = rng.integers(0, 1 << 16, n_blocks, dtype=np.uint16)
+        bits[(bits >> 10 & 0x1F) == 0x1F] &= ~np.uint16(1 << 14)  # exponent all ones (inf/nan) -> finite
+        k = min(n_blocks, len(SPECIAL_F16))
+        bits[:k] = np.roll(SPECIAL_F16, offset)[:k]
+        raw[:, offset:offset + 2] = bits.astype("<u2").view(np.uint8).reshape(n_blocks, 2)
+    return raw
+
+
+def assert_bitwise(ours: np.ndarray, theirs: np.ndarray, what: str) -> None:
+    """Same shape, both float32, and the same 32 bits in every value (so -0.0 differs from 0.0)."""
+    assert ours.dtype == np.float32 and theirs.dtype == np.float32, f"{what}: dtypes {ours.dtype}, {theirs.dtype}"
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, gguf's {theirs.shape}"
+    differ = ours.view(np.uint32) != theirs.view(np.uint32)
+    if differ.any():
+        i = tuple(np.argwhere(differ)[0])
+        pytest.fail(f"{what}: {differ.sum()} values differ; first at {i}: ours {ours[i]!r}, gguf's {theirs[i]!r}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# 1. The formats, on random blocks
+# --------------------------------------------------------------------------------------------------------
+
+def test_format_table_matches_ggml():
+    for name, fmt in FORMATS.items():
+        assert fmt.ggml_type == int(QTYPES[name])
+        assert (fmt.block_size, fmt.type_size) == gguf.GGML_QUANT_SIZES[QTYPES[name]]
+        assert block_format(name) is block_format(fmt.ggml_type) is block_format(QTYPES[name]) is fmt
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_random_blocks_bitwise_equal_gguf(name, seed):
+    fmt = FORMATS[name]
+    rows, blocks_per_row = 64, 8
+    raw = random_blocks(name, rows * blocks_per_row, seed).reshape(rows, blocks_per_row * fmt.type_size)
+    theirs = gguf.quants.dequantize(raw, QTYPES[name])
+    ours = dequantize(raw, name, (rows, blocks_per_row * fmt.block_size))
+    assert_bitwise(ours, theirs, f"{name}, random blocks, seed {seed}")
+    assert np.isfinite(ours).all()
+    # the per-format function on the flat bytes gives the same values
+    assert_bitwise(fmt.dequantize(raw.reshape(-1), ours.size), ours.reshape(-1), f"{name} flat")
+
+
+def test_q5_0_high_bits_and_nibble_order():
+    """By hand: d = 1, value i has low nibble i % 16 and high bit set for i odd -> q = i % 16 + 16 * (i % 2)."""
+    qh = sum(1 << i for i in range(1, 32, 2)).to_bytes(4, "little")
+    qs = bytes(j | j << 4 for j in range(16))  # byte j: value j and value j + 16 both get low bits j
+    block = np.frombuffer(np.float16(1).tobytes() + qh + qs, np.uint8)
+    expected = np.array([i % 16 + 16 * (i % 2) - 16 for i in range(32)], np.float32)
+    np.testing.assert_array_equal(dequantize(block, "Q5_0", (32,)), expected)
+
+
+def test_q4_k_and_q6_k_sub_block_placement():
+    """By hand: one q per sub-block, so each value shows which sub-block (and so which scale) it fell in."""
+    # Q4_K: d = 1, dmin = 0, sc[j] = 1, q = j in every value of sub-block j -> value = j
+    scales = bytes([1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1])  # sc[0..3] = 1 (low 6 bits), sc[4..7] = 1 (nibbles)
+    qs = b"".join(bytes([(2 * c) | (2 * c + 1) << 4]) * 32 for c in range(4))
+    block = np.frombuffer(np.float16(1).tobytes() + np.float16(0).tobytes() + scales + qs, np.uint8)
+    np.testing.assert_array_equal(dequantize(block, "Q4_K", (256,)), np.repeat(np.arange(8, dtype=np.float32), 32))
+    # Q6_K: d = 1, scales[s] = s, q - 32 = 1 everywhere (low bits 1, high bits 2: 1 + 32) -> value n = n // 16
+    ql, qh = bytes([0x11]) * 128, bytes([0b10101010]) * 64
+    block = np.frombuffer(ql + qh + bytes(range(16)) + np.float16(1).tobytes(), np.uint8)
+    np.testing.assert_array_equal(dequantize(block, "Q6_K", (256,)), np.repeat(np.arange(16, dtype=np.float32), 16))
+
+
+def test_dequantize_errors():
+    raw = random_blocks("Q8_0", 2, seed=0)
+    with pytest.raises(ValueError, match="64 values need 2 blocks of 34 bytes = 68 bytes, got 67"):
+        dequantize(raw.reshape(-1)[:67], "Q8_0", (64,))
+    with pytest.raises(ValueError, match="whole blocks of 32 values; shape \\(4, 16\\)"):
+        dequantize(raw, "Q8_0", (4, 16))
+    with pytest.raises(TypeError, match="uint8"):
+        dequantize(raw.view(np.int8), "Q8_0", (64,))
+    with pytest.raises(NotImplementedError, match="'Q4_0' is not one tinyspec reads"):
+        dequantize(raw, gguf.GGMLQuantizationType.Q4_0, (64,))
+
+
+# --------------------------------------------------------------------------------------------------------
+# 2. The GGUF reader, on a small file written by gguf.GGUFWriter
+# --------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_gguf(tmp_path):
+    """A GGUF with one tensor per format (3 rows of 2 blocks each, random blocks) and a few metadata types."""
+    path = tmp_path / "small.gguf"
+    writer = gguf.GGUFWriter(path, arch="test")
+    tensors = {}
+    for k, name in enumerate(FORMATS):
+        fmt = FORMATS[name]
+        raw = random_blocks(name, 3 * 2, seed=10 + k).reshape(3, 2 * fmt.type_size)
+        tensors[f"t.{name}"] = raw
+        if name == "F32":
+            writer.add_tensor(f"t.{name}", raw.view(np.float32))
+        else:
+            writer.add_tensor(f"t.{name}", raw, raw_dtype=QTYPES[name])
+    writer.add_uint32("test.count", 7)
+    writer.add_float32("test.eps", 1e-6)
+    writer.add_bool("test.flag", True)
+    writer.add_array("test.words", ["a", "▁b", "<0x0A>"])
+    writer.add_array("test.scores", [0.5, -1.25])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path, tensors
+
+
+def test_reader_on_a_small_file(small_gguf):
+    path, tensors = small_gguf
+    f = GGUFFile(path)
+    assert sorted(f.tensors) == sorted(tensors)
+    for name, raw in tensors.items():
+        t = f.tensors[name]
+        assert t.format.name == name[2:]
+        assert t.shape == (3, 2 * t.format.block_size)  # numpy orientation: rows of whole blocks
+        assert t.raw.shape == raw.shape and not t.raw.flags.writeable
+        np.testing.assert_array_equal(t.raw, raw)
+        assert_bitwise(t.dequantize(), gguf.quants.dequantize(raw, QTYPES[t.format.name]), name)
+    meta = f.metadata
+    assert meta["general.architecture"] == "test" and meta["test.count"] == 7 and meta["test.flag"] is True
+    assert meta["test.eps"] == float(np.float32(1e-6))
+    assert meta["test.words"] == ["a", "▁b", "<0x0A>"]
+    np.testing.assert_array_equal(meta["test.scores"], np.array([0.5, -1.25], np.float32))
+
+
+def test_reader_errors(small_gguf, tmp_path):
+    path, _ = small_gguf
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="past the end of the file .* truncated"):
+        GGUFFile(truncated)
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        GGUFFile(other)
+    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+        GGUFFile(tmp_path / "nowhere.gguf")
+
+
+# --------------------------------------------------------------------------------------------------------
+# 3. The real Gemma 3 270M GGUF
+# --------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_gguf():
+    from tinyspec.quant.gguf_file import open_gguf
+
+    return open_gguf()
+
+
+@pytest.mark.real
+def test_real_tensor_types(real_gguf):
+    """The types DESIGN.md lists, tensor by tensor (18 blocks)."""
+    types = {name: t.format.name for name, t in real_gguf.tensors.items()}
+    assert types["token_embd.weight"] == "Q8_0" and types["output_norm.weight"] == "F32"
+    kinds = {}
+    for name, qtype in types.items():
+        if name.startswith("blk."):
+            kinds.setdefault(name.split(".")[2], []).append(qtype)
+    for kind in ["attn_q", "attn_k", "ffn_gate", "ffn_up"]:
+        assert kinds[kind] == ["Q5_0"] * 18, kind
+    assert kinds["attn_output"] == ["Q4_K"] * 18
+    assert sorted(kinds["attn_v"]) == ["Q5_0"] * 9 + ["Q8_0"] * 9
+    assert sorted(kinds["ffn_down"]) == ["Q4_K"] * 9 + ["Q6_K"] * 9
+    for kind in ["attn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"]:
+        assert kinds[kind] == ["F32"] * 18, kind
+    assert len(types) == 2 + 18 * 13
+
+
+@pytest.mark.real
+def test_real_every_tensor_bitwise_equal_gguf(real_gguf):
+    """All 236 tensors (token_embd in slices of rows, to keep memory small)."""
+    for name, t in real_gguf.tensors.items():
+        rows = t.raw.reshape(-1, t.raw.shape[-1])  # [rows, bytes per row]
+        for start in range(0, rows.shape[0], 32768):
+            raw = rows[start:start + 32768]
+            ours = dequantize(raw, t.format.name, (raw.shape[0], t.shape[-1]))
+            assert_bitwise(ours, gguf.quants.dequantize(raw, QTYPES[t.format.name]), f"{name} rows {start}..")
+
+
+@pytest.mark.real
+def test_real_reader_agrees_with_gguf_reader(real_gguf):
+    """Same tensors (name, type, byte shape, bytes) and the same metadata as gguf.GGUFReader (slow to open)."""
+    reader = gguf.GGUFReader(real_gguf.path)
+    assert [t.name for t in reader.tensors] == list(real_gguf.tensors)
+    for r in reader.tensors:
+        t = real_gguf.tensors[r.name]
+        theirs = r.data.view(np.uint8)  # [rows, bytes per row] (GGUFReader gives F32 tensors as float32)
+        assert (t.format.ggml_type, t.raw.shape) == (int(r.tensor_type), theirs.shape), r.name
+        assert t.shape == tuple(int(n) for n in reversed(r.shape)), r.name
+        assert np.array_equal(t.raw, theirs), r.name
+    keys = [k for k in reader.fields if not k.startswith("GGUF.")]  # GGUFReader adds the header as GGUF.*
+    assert keys == list(real_gguf.metadata)
+    for key in keys:
+        theirs, ours = reader.fields[key].contents(), real_gguf.metadata[key]
+        if isinstance(ours, np.ndarray):
+            assert ours.tolist() == list(theirs), key
+        else:
+            assert ours == theirs, key
+
+
+@pytest.mark.real
+def test_real_config_tokenizer_and_values_match_the_conversion(real_gguf, gemma_dir):
+    """What `tinyspec convert` wrote (config.json, tokenizer.json, model.safetensors) comes out of the mapped
+    file too: the same Config, the same tokenizer JSON, bitwise the same float32 weights."""
+    from safetensors import safe_open
+
+    from tinyspec.config import Config
+    from tinyspec.weights import expected_shapes, to_flat
+
+    cfg = real_gguf.config()
+    assert cfg == Config.load(gemma_dir / "config.json")
+    assert real_gguf.tokenizer().backend.to_str() == (gemma_dir / "tokenizer.json").read_text()
+
+    flat = to_flat(real_gguf.quantized_weights(cfg))
+    assert {name: t.shape for name, t in flat.items()} == expected_shapes(cfg)
+    with safe_open(gemma_dir / "model.safetensors", framework="numpy") as converted:
+        for name, t in flat.items():
+            if name != "model.embed_tokens.weight":
+                assert_bitwise(t.dequantize(), converted.get_tensor(name), name)
+        embed, rows = flat["model.embed_tokens.weight"], [0, 1, 2, 3, 9259, 262143]  # specials, "Hello", last
+        for r in rows:
+            assert_bitwise(dequantize(embed.raw[r], "Q8_0", (cfg.hidden_size,)),
+                           converted.get_slice("model.embed_tokens.weight")[r], f"embed_tokens row {r}")
