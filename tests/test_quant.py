@@ -254,3 +254,48 @@ def test_real_config_tokenizer_and_values_match_the_conversion(real_gguf, gemma_
         for r in rows:
             assert_bitwise(dequantize(embed.raw[r], "Q8_0", (cfg.hidden_size,)),
                            converted.get_slice("model.embed_tokens.weight")[r], f"embed_tokens row {r}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# 4. The Q8_0 matmul: bitwise the float32 kernel on the dequantized matrix
+# --------------------------------------------------------------------------------------------------------
+
+def assert_q8_0_matmul_matches_float32(raw: np.ndarray, rows: range, seed: int, what: str) -> None:
+    from tinyspec.fast.kernels import matmul_numba
+    from tinyspec.quant.kernels import matmul_q8_0
+
+    N, K = raw.shape[0], raw.shape[1] // 34 * 32
+    W = dequantize(raw, "Q8_0", (N, K))  # bitwise gguf's (section 1)
+    rng = np.random.default_rng(seed)
+    for M in rows:
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        assert_bitwise(matmul_q8_0(x, raw), matmul_numba(x, W), f"{what}, M = {M}, seed {seed}")
+
+
+@pytest.mark.parametrize("N, K", [(1, 32), (3, 64), (4, 96), (37, 640), (1031, 640)])  # the last runs parallel
+def test_q8_0_matmul_random_blocks(N, K):
+    """Every kind of finite scale (random_blocks): even 65504 * 127 * 640 terms stay far from float32's limit."""
+    raw = random_blocks("Q8_0", N * K // 32, seed=N).reshape(N, K // 32 * 34)
+    assert_q8_0_matmul_matches_float32(raw, range(1, 9), seed=N, what=f"random Q8_0 [{N}, {K}]")
+
+
+def test_q8_0_matmul_checks_its_inputs():
+    from tinyspec.quant.kernels import matmul_q8_0
+
+    raw = random_blocks("Q8_0", 4, seed=0).reshape(2, 68)
+    with pytest.raises(TypeError, match="float32"):
+        matmul_q8_0(np.ones((1, 64)), raw)
+    with pytest.raises(TypeError, match="uint8"):
+        matmul_q8_0(np.ones((1, 64), np.float32), raw.view(np.int8))
+    with pytest.raises(ValueError, match="K = 32 values is 1 blocks of 34 bytes"):
+        matmul_q8_0(np.ones((1, 32), np.float32), raw)
+
+
+@pytest.mark.real
+def test_real_q8_0_matmul_lm_head_and_v_proj(real_gguf):
+    """The LM head (token_embd, 262144 x 640) and every Q8_0 v_proj, for M = 1 .. 8 rows of x."""
+    assert_q8_0_matmul_matches_float32(real_gguf.tensors["token_embd.weight"].raw, range(1, 9), seed=0,
+                                       what="token_embd")
+    for name, t in real_gguf.tensors.items():
+        if t.format.name == "Q8_0" and name != "token_embd.weight":
+            assert_q8_0_matmul_matches_float32(t.raw, range(1, 9), seed=1, what=name)
