@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC_TESTS = [REPO / "tests" / "test_spec_exact.py", REPO / "tests" / "test_sampling.py"]
+SPEC_TESTS = [REPO / "tests" / "test_spec_exact.py", REPO / "tests" / "test_tree.py", REPO / "tests" / "test_sampling.py"]
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,10 @@ MUTANTS = [
     Mutant("one-token-too-many", "the token limit lets one more token through",
            ((SPEC, "or len(emitted) == room:", "or len(emitted) == room + 1:"),)),
     Mutant("rollback-keeps-one-more", "the rollback keeps the first rejected draft's cache row",
-           ((SPEC, "cache.truncate(position + n_ok)", "cache.truncate(min(position + n_ok + 1, cache.length))"),)),
+           ((SPEC, "cache.keep(position, kept)",
+             "cache.keep(position, kept + [position + len(kept)] if position + len(kept) < cache.length else kept)"),)),
     Mutant("rollback-drops-one-more", "the rollback drops the last accepted position's cache row",
-           ((SPEC, "cache.truncate(position + n_ok)", "cache.truncate(position + n_ok - 1)"),)),
+           ((SPEC, "cache.keep(position, kept)", "cache.keep(position, kept); cache.truncate(cache.length - 1)"),)),
     Mutant("draft-argmax-report-q", "the draft model drafts its argmax but reports q (speculative-sampling #3)",
            (("drafters/draft_model.py",
              "token, q = choose_token(logits, self.params, self.random, position=len(context) + i)",
@@ -94,6 +95,16 @@ MUTANTS = [
     Mutant("cut-depends-on-draft", "adaptive k verifies a sampled proposal only when its first draft is not token 1",
            (("adaptive.py", "return min(self.best(self.k_max), len(drafts))",
              "return min(self.best(self.k_max), len(drafts)) if drafts[:1] != [1] else 0"),)),
+    Mutant("tree-walk-key-off-by-one", "a tree's sampling walk keys each node's draw one position too far",
+           (("tree.py", "return draw(p, params, random, position + depths[row])",
+             "return draw(p, params, random, position + depths[row] + 1)"),)),
+    Mutant("tree-sibling-stays-in-q", "after a rejected child, the next sibling is checked against q with it left in",
+           (("tree.py", "q[x] = 0.0  # the next child was drawn from q without x", "pass"),)),
+    Mutant("tree-residual-kept-p", "after a rejected child, the tree keeps p instead of norm(max(0, p - q))",
+           (("tree.py", "            p = residual_distribution(p, q)  # p <- norm(max(0, p - q))\n", ""),)),
+    Mutant("tree-keeps-wrong-rows", "after a tree's verification the cache keeps the accepted nodes' rows in tree "
+           "order, not moved into place",
+           ((SPEC, "kept = [position + i for i in verdict.path]", "kept = [position + i for i in sorted(verdict.path)][::-1]"),)),
     Mutant("top-k-keeps-one-more", "top-k keeps k + 1 tokens",
            (("sampling.py", "keep[top_k:] = False", "keep[top_k + 1:] = False"),)),
     Mutant("top-p-before-top-k", "top-p measures the nucleus before top-k has cut the distribution",
@@ -130,10 +141,13 @@ def imports_the_copy(workdir: Path) -> bool:
     return out.returncode == 0 and Path(out.stdout.strip()).resolve().is_relative_to(workdir.resolve())
 
 
-def run_spec(workdir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The spec's fast tests against the package in workdir, stopping at the first failure."""
+def run_spec(workdir: Path, timeout: float = 300, mutated=()) -> subprocess.CompletedProcess:
+    """The spec's fast tests against the package in workdir, stopping at the first failure. The test file named
+    after a mutated module (tree.py: test_tree.py) runs first: it is the likeliest to fail soonest."""
+    stems = {Path(name).stem for name in mutated}
+    files = sorted(SPEC_TESTS, key=lambda f: f.stem.removeprefix("test_") not in stems)
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-m", "spec", "-p", "no:cacheprovider",
-               "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml"), *map(str, SPEC_TESTS)]
+               "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml"), *map(str, files)]
     return subprocess.run(command, cwd=workdir, env=environment(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -151,7 +165,7 @@ def run_mutant(mutant: Mutant) -> Result:
         apply(mutant, copy_package(workdir))
         t0 = time.perf_counter()
         try:
-            out = run_spec(workdir)
+            out = run_spec(workdir, mutated=[name for name, _, _ in mutant.edits])
         except subprocess.TimeoutExpired:  # the bug made the spec hang (a loop that never ends): CI would fail
             return Result(mutant, True, time.perf_counter() - t0, "the spec did not finish in 300 s")
         seconds = time.perf_counter() - t0

@@ -58,5 +58,15 @@ class KVCache:
             raise ValueError(f"cannot truncate a cache of length {self.length} to {n}")
         self.length = n
 
+    def keep(self, start: int, rows: list) -> None:
+        """After a tree's verification: the rows `rows` (cache positions, increasing) hold the accepted path;
+        move them to positions start, start + 1, ... in every layer and drop everything after them."""
+        for j, row in enumerate(rows):
+            if row != start + j:
+                for store in (self.k, self.v):
+                    for layer in store:
+                        layer[start + j] = layer[row]
+        self.truncate(start + len(rows))
+
     def nbytes_per_position(self) -> int:
         return 2 * self.cfg.num_layers * self.cfg.num_kv_heads * self.cfg.head_dim * 4

@@ -32,9 +32,10 @@ import numpy as np
 from .adaptive import BreakEven, FixedK, VerifyCost
 from .decoding import Stats, check_prompt, choose, prefill
 from .drafters.base import Drafter, Proposal, TargetView
-from .kernels import MAX_INVARIANT_ROWS
+from .fast.kernels import MAX_INVARIANT_ROWS
 from .randomness import RandomSource, SeededSource
 from .sampling import SamplingParams, gumbel_token, warp
+from .tree import TokenTree, verify_tree
 
 VERIFIERS = ("greedy", "rejection", "coupled")
 MAX_K = MAX_INVARIANT_ROWS - 1  # a verification forward over [last, d1..dk] must stay on the batch-invariant kernels
@@ -145,7 +146,7 @@ def verify(logits, drafted, q_rows, params: SamplingParams, verifier: str, rando
 
 # --- the loop -----------------------------------------------------------------------------------------------
 
-def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
+def check_settings(verifier: str, params: SamplingParams, k: int, tree: int = 0) -> None:
     if verifier not in VERIFIERS:
         raise ValueError(f"unknown verifier {verifier!r}: choose one of {', '.join(VERIFIERS)}")
     if k < 1:
@@ -153,6 +154,9 @@ def check_settings(verifier: str, params: SamplingParams, k: int) -> None:
     if k > MAX_K:
         raise ValueError(f"k (drafts per step) must be <= {MAX_K}, got {k}: a verification forward over more than "
                          f"{MAX_K + 1} tokens leaves the batch-invariant kernels, and the output could change")
+    if not 0 <= tree <= MAX_K:
+        raise ValueError(f"a tree's node budget must lie in 0 .. {MAX_K} (0: a chain), got {tree}: a verification "
+                         f"forward over more than {MAX_K + 1} tokens leaves the batch-invariant kernels")
     if verifier == "greedy" and not params.greedy:
         raise ValueError("the greedy verifier needs temperature 0: use --verify rejection or coupled to sample")
     if verifier == "coupled" and not params.greedy and not params.coupled:
@@ -163,8 +167,11 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
                          params: SamplingParams = SamplingParams(), verifier: str = "greedy", k: int = 4,
                          adaptive: bool = False, verify_cost: VerifyCost = VerifyCost(), stop_at_eos: bool = True,
                          stats: SpecStats | None = None, trace: list | None = None,
-                         random: RandomSource | None = None, clock=time.perf_counter) -> Iterator[int]:
+                         random: RandomSource | None = None, clock=time.perf_counter, tree: int = 0) -> Iterator[int]:
     """Yield new tokens as they are accepted. Fills `stats` (SpecStats) and appends StepTraces to `trace`.
+
+    tree > 0 verifies a tree of up to `tree` guesses per step (tinyspec.tree; k then bounds its depth) instead of
+    a chain of k drafts.
 
     With adaptive, k is the most drafts per step and the break-even rule (adaptive.BreakEven) verifies 0..k of
     them each step, from the acceptance so far, the drafter's cost c (`drafter.cost`) and `verify_cost` v(m).
@@ -173,7 +180,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     an EnumeratingSource). By default the verifier draws from SeededSource(seed), as vanilla decoding does,
     and the drafter from its own independent stream SeededSource([seed, drafter.stream]). `clock` times the
     run (time.process_time gives CPU seconds)."""
-    check_settings(verifier, params, k)
+    check_settings(verifier, params, k, tree)
     prompt = check_prompt(model, prompt_ids, max_new_tokens)
     if drafter.vocab_size is not None and drafter.vocab_size != model.cfg.vocab_size:
         raise ValueError(f"the drafter {drafter.name} has a vocabulary of {drafter.vocab_size} tokens, the target "
@@ -187,7 +194,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     else:
         drafter_random = random
     record = Recorder(stats, trace, clock)
-    cache = model.new_cache(capacity=len(prompt) + max_new_tokens + k + 1)
+    cache = model.new_cache(capacity=len(prompt) + max_new_tokens + max(k, tree) + 1)
     logits, hidden = prefill(model, prompt, cache)  # [V], [d]  vanilla's prefill ...
     record.prefilled()
     first = choose(logits, params, random, position=cache.length)  # ... and vanilla's first token
@@ -202,22 +209,34 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     while True:
         position = len(context)  # absolute position of d1; the cache holds len(context) - 1 positions
         # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens), and keep the drafts
-        #         the policy verifies
+        #         the policy verifies; or a tree of guesses
         ask = min(policy.to_ask(context), max_new_tokens - stats.new_tokens - 1)
-        proposal = drafter.propose(context, ask) if ask > 0 else Proposal([])
-        offered = [int(t) for t in proposal.tokens[:ask]]
-        drafted = offered[: policy.cut(position, offered, proposal.q is None)]
-        q_rows = proposal.q[: len(drafted)] if proposal.q is not None else None  # [n, V] or None (one-hot)
+        if tree:
+            guesses = drafter.propose_tree(context, tree, ask) if ask > 0 else TokenTree([], [])
+            offered = drafted = guesses.tokens
+            rows = guesses.row_parents()  # [n+1] the parent row of each row of the forward
+        else:
+            proposal = drafter.propose(context, ask) if ask > 0 else Proposal([])
+            offered = [int(t) for t in proposal.tokens[:ask]]
+            drafted = offered[: policy.cut(position, offered, proposal.q is None)]
+            q_rows = proposal.q[: len(drafted)] if proposal.q is not None else None  # [n, V] or None (one-hot)
+            rows = None  # a chain: every row under the one before it
         # Step 2: one target forward over [last, d1..dn]: the rows of p_1 .. p_{n+1}
-        h = model.hidden([context[-1]] + drafted, cache)  # [n+1, d]
+        h = model.hidden([context[-1]] + drafted, cache, tree=rows) if tree else \
+            model.hidden([context[-1]] + drafted, cache)  # [n+1, d]
         logits = model.head(h)  # [n+1, V]
-        # Step 3: verify: keep d_1..d_n_ok, then the target's own token
-        verdict = verify(logits, drafted, q_rows, params, verifier, random, position)
-        n_ok = verdict.accepted
-        # Step 4: roll back the rejected drafts (the cache keeps `last` and the accepted drafts)
-        cache.truncate(position + n_ok)
-        view.hidden = h[n_ok]  # [d] the state whose logits chose the token after the accepted drafts
-        new = drafted[:n_ok] + [verdict.token]
+        # Step 3: verify: keep d_1..d_n_ok (a tree: the nodes of one path), then the target's own token
+        if tree:
+            verdict = verify_tree(logits, guesses, params, verifier, random, position)
+            kept = [position + i for i in verdict.path]  # the cache rows of the accepted nodes
+            last_row = verdict.path[-1] + 1 if verdict.path else 0
+        else:
+            verdict = verify(logits, drafted, q_rows, params, verifier, random, position)
+            kept, last_row = list(range(position, position + verdict.accepted)), verdict.accepted
+        # Step 4: roll back everything else (the cache keeps `last` and the accepted drafts, in place)
+        cache.keep(position, kept)
+        view.hidden = h[last_row]  # [d] the state whose logits chose the token after the accepted drafts
+        new = [drafted[r - position] for r in kept] + [verdict.token]
         context += new
         drafter.rollback(len(context) - 1)
         # Step 5: emit, stopping exactly where vanilla decoding would: at EOS or max_new_tokens
@@ -227,7 +246,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
             if (stop_at_eos and token == model.cfg.eos_token_id) or len(emitted) == room:
                 done = True
                 break
-        record.step(position, len(offered), drafted, verdict, emitted)
+        record.step(position, len(offered), drafted, verdict, emitted, rows)
         yield from emitted
         if done:
             return
@@ -251,6 +270,8 @@ class StepTrace:
     final_token: int  # the token the target added: a correction after a rejection, or a bonus
     final_kind: str  # "correction" (a draft was rejected) or "bonus" (all drafts accepted)
     emitted: list  # the tokens this step emitted (accepted drafts + final token, cut at EOS / limit)
+    parents: list | None = None  # a tree: the parent row of each drafted node (0: the root); None for a chain
+    path: list | None = None  # a tree: the accepted nodes (indices into drafted)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -294,7 +315,7 @@ class Recorder:
         self.stats.new_tokens = 1
         self.stats.seconds = self.clock() - self.t0
 
-    def step(self, position, proposed, drafted, verdict: Verdict, emitted) -> None:
+    def step(self, position, proposed, drafted, verdict: Verdict, emitted, rows=None) -> None:
         s = self.stats
         s.target_forwards += 1
         s.steps += 1
@@ -304,5 +325,6 @@ class Recorder:
         s.new_tokens += len(emitted)
         if self.trace is not None:
             self.trace.append(StepTrace(position, drafted, verdict.p_draft, verdict.q_draft, verdict.uniforms,
-                                        verdict.accepted, verdict.token, verdict.kind, emitted))
+                                        verdict.accepted, verdict.token, verdict.kind, emitted,
+                                        None if rows is None else rows[1:], getattr(verdict, "path", None)))
         s.seconds = self.clock() - self.t0

@@ -57,6 +57,10 @@ class TokenCache:
             raise ValueError(f"cannot truncate a cache of length {self.length} to {n}")
         self.length = n
 
+    def keep(self, start: int, rows: list) -> None:  # KVCache.keep: move the accepted path's rows into place
+        self.tokens[start: start + len(rows)] = self.tokens[list(rows)]
+        self.truncate(start + len(rows))
+
 
 class TableModel:
     def __init__(self, vocab_size: int, seed: int, eos_token_id: int = 1, scale: float = 1.5, noise: float = 0.0,
@@ -91,8 +95,10 @@ class TableModel:
     def new_cache(self, capacity: int = 16) -> TokenCache:
         return TokenCache(capacity)
 
-    def hidden(self, tokens, cache: TokenCache, layers: int | None = None):  # [M] -> [M, V]
-        """Write the M tokens into the cache; the "hidden state" of each is its logits row (the head is identity)."""
+    def hidden(self, tokens, cache: TokenCache, layers: int | None = None, tree=None):  # [M] -> [M, V]
+        """Write the M tokens into the cache; the "hidden state" of each is its logits row (the head is identity).
+        tree: [M] the parent row of each row (-1: the cache alone), for a tree's verification (tinyspec.tree):
+        a row then sees the cache and its own ancestors only."""
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.ndim != 1 or len(tokens) == 0:
             raise ValueError("forward needs a non-empty 1-D sequence of token ids")
@@ -105,7 +111,17 @@ class TableModel:
         cache.reserve(start + len(tokens))
         cache.tokens[start: start + len(tokens)] = tokens
         cache.length = start + len(tokens)
-        return np.stack([self.logits(cache.tokens[: start + i + 1], layers) for i in range(len(tokens))])  # [M, V]
+        if tree is None:
+            tree = list(range(-1, len(tokens) - 1))  # a chain: each row under the one before it
+        rows = []
+        for i in range(len(tokens)):
+            path, r = [], i
+            while r >= 0:
+                path.append(start + r)
+                r = tree[r]
+            context = np.concatenate([cache.tokens[:start], cache.tokens[path[::-1]]])
+            rows.append(self.logits(context, layers))
+        return np.stack(rows)  # [M, V]
 
     def head(self, h):  # [M, V] -> [M, V]
         return np.array(h, dtype=np.float32)

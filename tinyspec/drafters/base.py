@@ -6,6 +6,7 @@ A drafter guesses the next few tokens cheaply. The loop calls, in order:
                                      TargetView: the target Model and its KV cache (read-only for most
                                      drafters; early exit writes its own first blocks' rows past the end)
     propose(context, k) -> Proposal  each step: up to k guesses for what follows `context`
+    propose_tree(context, N, depth)  (tree speculation) up to N guesses as a tree.TokenTree, no deeper than depth
     rollback(n)                      after verification: only context[:n] is now true; forget the rest
 
 A Proposal carries the drafted tokens and, when the drafter samples, q: the (warped) distribution each token
@@ -52,6 +53,14 @@ class Drafter:
 
     def propose(self, context: list, k: int) -> Proposal:
         raise NotImplementedError
+
+    def propose_tree(self, context: list, budget: int, max_depth: int):
+        """Up to `budget` guesses as a tinyspec.tree.TokenTree, no deeper than max_depth. By default the chain of
+        propose(): drafters that can offer alternatives (several continuations, the top-b tokens) override it."""
+        from ..tree import TokenTree
+
+        proposal = self.propose(context, min(budget, max_depth))
+        return TokenTree.chain(proposal.tokens, proposal.q)
 
     def rollback(self, n: int) -> None:
         """Only the first n tokens of the last context remain; drop any state built on the rest."""

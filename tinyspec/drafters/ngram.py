@@ -32,7 +32,9 @@ class NgramDrafter(Drafter):
         self.max_match_len = max_match_len  # search only the last max_match_len tokens (None: all)
         self.match = 0  # the length of the last proposal's match (0: no match)
 
-    def propose(self, context, k):
+    def matches(self, context):  # -> ([J] ends, [J] lengths), longest match first, most recent first on a tie
+        """Every earlier position j holding the newest token whose preceding tokens match the context's end for at
+        least min_n tokens (up to max_n compared), and the length of each match: ctx[j+1:] is a continuation."""
         ctx = np.asarray(context, dtype=np.int64)  # [T]
         last = len(ctx) - 1
         lo = 0 if self.max_match_len is None else max(0, len(ctx) - self.max_match_len)
@@ -46,9 +48,38 @@ class NgramDrafter(Drafter):
             if not alive.any():
                 break
             length += alive
-        self.match = int(length.max()) if len(ends) else 0
-        if self.match < self.min_n:
-            self.match = 0
+        order = np.lexsort((-ends, -length))  # longest first, then most recent
+        keep = length[order] >= self.min_n
+        return ends[order][keep], length[order][keep]
+
+    def propose(self, context, k):
+        ends, lengths = self.matches(context)
+        self.match = int(lengths[0]) if len(ends) else 0
+        if not self.match:
             return Proposal(tokens=[])
-        j = int(ends[np.flatnonzero(length == self.match)[-1]])  # the most recent of the longest matches
-        return Proposal(tokens=[int(t) for t in ctx[j + 1: j + 1 + k]])
+        j = int(ends[0])  # the most recent of the longest matches
+        return Proposal(tokens=[int(t) for t in context[j + 1: j + 1 + k]])
+
+    def propose_tree(self, context, budget, max_depth):
+        """The distinct continuations of the earlier matches (the most recent of the longest suffix first, then
+        shorter ones), each up to max_depth tokens, merged as a trie of at most `budget` nodes. Its first path
+        is propose()'s chain."""
+        from ..tree import TokenTree
+
+        ends, lengths = self.matches(context)
+        self.match = int(lengths[0]) if len(ends) else 0
+        tokens, parents, child = [], [], {}  # child[(parent, token)] -> node
+        for j in ends:
+            node = -1
+            for t in context[j + 1: j + 1 + max_depth]:
+                key = (node, int(t))
+                if key not in child:
+                    if len(tokens) == budget:
+                        break
+                    child[key] = len(tokens)
+                    tokens.append(int(t))
+                    parents.append(node)
+                node = child[key]
+            if len(tokens) == budget:
+                break
+        return TokenTree(tokens, parents)

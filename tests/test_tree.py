@@ -1,0 +1,239 @@
+"""Tree speculation's spec: the same promises as the chain's.
+
+1. greedy       speculative output with a tree == vanilla greedy, for any tree (random, deep, wide, a single
+                node, one that holds the answer among distractors, the ngram trie)
+2. coupled      == vanilla coupled sampling, token for token
+3. sampling     deterministic trees walked by the target's own draws (SpecExec): == vanilla sampling with the
+                same seed, token for token (not only in distribution)
+4. rejection    trees whose children the drafter drew from q, without replacement (SpecInfer / Sequoia):
+                the exact output distribution, enumerated through the real loop, equals the math to 1e-12
+5. the tree itself: validation, and the trie the ngram drafter builds
+
+Targets are toy.TableModels unless a test says otherwise (see tests/test_spec_exact.py).
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import (assert_same_distribution, autoregressive, examples, reference_warp, table_drafter, table_target,
+                     warped)
+from tinyspec.decoding import generate_ids
+from tinyspec.drafters import Drafter, NgramDrafter, Proposal
+from tinyspec.randomness import exact_distribution
+from tinyspec.sampling import SamplingParams
+from tinyspec.speculative import SpecStats, speculative_generate_ids
+from tinyspec.tree import TokenTree
+from tinyspec.toy import TableModel
+
+SLOW = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# --- tree drafters -----------------------------------------------------------------------------------------------
+
+def random_tree(rng, vocab, budget, max_depth, answer=()):
+    """A tree of up to `budget` nodes, no deeper than max_depth, siblings distinct: first the path `answer` (as
+    far as the budget and depth allow), then random nodes under random parents."""
+    tokens, parents, depth = [], [], []
+    node = -1
+    for t in list(answer)[:min(budget, max_depth)]:
+        tokens.append(int(t)), parents.append(node), depth.append(len(depth) + 1)
+        node = len(tokens) - 1
+    for _ in range(int(rng.integers(0, budget - len(tokens) + 1))):
+        parent = int(rng.integers(-1, len(tokens)))
+        if (0 if parent < 0 else depth[parent]) >= max_depth:
+            continue
+        taken = {tokens[i] for i in range(len(tokens)) if parents[i] == parent}
+        free = [t for t in range(vocab) if t not in taken]
+        if free:
+            tokens.append(int(rng.choice(free))), parents.append(parent)
+            depth.append(1 + (0 if parent < 0 else depth[parent]))
+    return TokenTree(tokens, parents)
+
+
+class RandomTreeDrafter(Drafter):
+    """Random trees; with `answer`, trees whose first path is the answer's next tokens for a random depth."""
+    name = "random-tree"
+
+    def __init__(self, vocab, seed, prompt_len=0, answer=None):
+        self.vocab_size, self.seed, self.prompt_len, self.answer = vocab, seed, prompt_len, answer
+
+    def propose(self, context, k):
+        return Proposal([])
+
+    def propose_tree(self, context, budget, max_depth):
+        rng = np.random.default_rng([self.seed, len(context)])
+        answer = ()
+        if self.answer is not None:
+            done = len(context) - self.prompt_len
+            answer = self.answer[done: done + int(rng.integers(0, max_depth + 1))]
+        return random_tree(rng, self.vocab_size, budget, max_depth, answer)
+
+
+class SampledTreeDrafter(Drafter):
+    """Children drawn from a draft table's warped q without replacement, `width` per node, breadth first, from
+    the run's source (so the proofs enumerate them). tree.q row r is the q row r's children were drawn from."""
+    name = "sampled-tree"
+
+    def __init__(self, model: TableModel, width: int):
+        self.model, self.width, self.vocab_size = model, width, model.cfg.vocab_size
+
+    def begin(self, target, prompt, params):
+        self.params, self.random = params, target.random
+
+    def propose(self, context, k):
+        return Proposal([])
+
+    def propose_tree(self, context, budget, max_depth):
+        p = self.params
+        tokens, parents, q_rows = [], [], []
+        frontier = [(-1, list(context))]  # (node, its path's context), breadth first
+        while frontier and len(tokens) < budget:
+            node, ctx = frontier.pop(0)
+            q = reference_warp(self.model.logits(ctx), p.temperature, p.top_k, p.top_p)  # [V]
+            q_rows.append((node, q))
+            depth = len(ctx) - len(context)
+            if depth >= max_depth:
+                continue
+            left = q.copy()
+            for _ in range(min(self.width, budget - len(tokens), int((q > 0).sum()))):
+                x = self.random.choice(left)  # without replacement: x is removed for the next sibling
+                left[x] = 0.0
+                tokens.append(x), parents.append(node)
+                frontier.append((len(tokens) - 1, ctx + [x]))
+        rows = np.zeros((len(tokens) + 1, self.vocab_size))  # [N + 1, V]
+        for node, q in q_rows:
+            rows[node + 1] = q
+        return TokenTree(tokens, parents, rows)
+
+
+TREE_KINDS = ["random-tree", "answer-tree", "ngram-trie", "chain"]
+
+
+def tree_drafter(kind, V, seed, prompt, answer):
+    if kind == "random-tree":
+        return RandomTreeDrafter(V, seed)
+    if kind == "answer-tree":
+        return RandomTreeDrafter(V, seed, len(prompt), answer)
+    if kind == "ngram-trie":
+        return NgramDrafter(max_n=2)
+    return table_drafter("draft-model", V, seed)  # no propose_tree of its own: the chain, as a tree
+
+
+case = dict(V=st.integers(2, 8), seed=st.integers(0, 10_000), n=st.integers(1, 16), budget=st.integers(1, 12),
+            k=st.integers(1, 6), prompt=st.lists(st.integers(0, 1), min_size=1, max_size=6), eos=st.booleans(),
+            kind=st.sampled_from(TREE_KINDS))
+
+
+# --- 1. greedy, 2. coupled, 3. sampling: token for token -----------------------------------------------------------
+
+@pytest.mark.spec
+@settings(max_examples=examples(300), **SLOW)
+@given(**case)
+def test_greedy_tree_speculation_equals_greedy(V, seed, n, budget, k, prompt, eos, kind):
+    target = table_target(V, seed)
+    vanilla = generate_ids(target, prompt, n, stop_at_eos=eos)
+    stats = SpecStats()
+    spec = speculative_generate_ids(target, tree_drafter(kind, V, seed, prompt, vanilla), prompt, n, k=k,
+                                    tree=budget, stop_at_eos=eos, stats=stats)
+    assert spec == vanilla
+    assert stats.accepted <= stats.drafted and stats.new_tokens == len(vanilla)
+    if kind == "answer-tree" and len(vanilla) > 1:
+        assert stats.accepted > 0
+
+
+@pytest.mark.spec
+@settings(max_examples=examples(200), **SLOW)
+@given(**case, temperature=st.sampled_from([0.6, 1.0, 1.6]), top_k=st.sampled_from([0, 3]),
+       top_p=st.sampled_from([1.0, 0.8]), coupled=st.booleans())
+def test_sampled_tree_walk_equals_vanilla_sampling_token_for_token(V, seed, n, budget, k, prompt, eos, kind,
+                                                                    temperature, top_k, top_p, coupled):
+    """Coupled sampling, and plain sampling with a deterministic tree (the target draws its own token at each
+    node it reaches: one draw per emitted token, like vanilla): the same seed gives vanilla's very tokens."""
+    target = table_target(V, seed)
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, coupled=coupled)
+    vanilla = generate_ids(target, prompt, n, params, stop_at_eos=eos)
+    if kind == "chain":  # a sampling chain drafter reports q: rejection sampling, equal in distribution only
+        kind = "random-tree"
+    spec = speculative_generate_ids(target, tree_drafter(kind, V, seed, prompt, vanilla), prompt, n, params,
+                                    "coupled" if coupled else "rejection", k, tree=budget, stop_at_eos=eos)
+    assert spec == vanilla
+
+
+# --- 4. rejection over sampled trees: exact, by enumeration ------------------------------------------------------
+
+@pytest.mark.spec
+@settings(max_examples=examples(40), **SLOW)
+@given(V=st.integers(2, 4), seed=st.integers(0, 10_000), n=st.integers(1, 4), budget=st.integers(1, 4),
+       width=st.integers(1, 3), temperature=st.sampled_from([0.7, 1.0, 1.6]), top_k=st.sampled_from([0, 3]),
+       top_p=st.sampled_from([1.0, 0.8]), eos=st.booleans())
+def test_multi_draft_rejection_is_exact_through_the_real_loop(V, seed, n, budget, width, temperature, top_k, top_p,
+                                                              eos):
+    target, prompt = table_target(V, seed), [0, 1]
+    draft = TableModel(V, seed, noise=0.8, noise_seed=seed + 1)
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    spec = exact_distribution(lambda source: tuple(speculative_generate_ids(
+        target, SampledTreeDrafter(draft, width), prompt, n, params, "rejection", k=3, tree=budget,
+        stop_at_eos=eos, random=source)))
+    assert_same_distribution(spec, autoregressive(warped(target, params), prompt, n, 1 if eos else None))
+
+
+def test_multi_draft_rejection_with_a_wrong_residual_is_caught():
+    """The enumeration bites: keeping p (not norm(max(0, p - q))) after a rejected child breaks exactness."""
+    import tinyspec.tree as tree_module
+
+    V, seed, n = 3, 4, 3
+    target, prompt, params = table_target(V, seed), [0, 1], SamplingParams(temperature=1.0)
+    draft = TableModel(V, seed, noise=0.8, noise_seed=seed + 1)
+    run = lambda source: tuple(speculative_generate_ids(target, SampledTreeDrafter(draft, 2), prompt, n, params,
+                                                        "rejection", k=2, tree=3, stop_at_eos=False, random=source))
+    exact = autoregressive(warped(target, params), prompt, n)
+    import tinyspec.speculative as spec_module
+    correct = spec_module.residual_distribution
+    spec_module.residual_distribution = lambda p, q: p  # BUG
+    try:
+        wrong = exact_distribution(run)
+    finally:
+        spec_module.residual_distribution = correct
+    assert max(abs(wrong.get(s, 0.0) - exact[s]) for s in exact) > 1e-3
+    assert_same_distribution(exact_distribution(run), exact)
+    assert tree_module.verify_tree_rejection is not None
+
+
+# --- 5. the tree ---------------------------------------------------------------------------------------------
+
+def test_tree_validation():
+    with pytest.raises(ValueError, match="siblings must be distinct"):
+        TokenTree([5, 5], [-1, -1])
+    with pytest.raises(ValueError, match="an earlier node"):
+        TokenTree([5, 6], [1, -1])
+    with pytest.raises(ValueError, match="one parent per token"):
+        TokenTree([5, 6], [-1])
+    chain = TokenTree.chain([4, 2, 4])
+    assert chain.parents == [-1, 0, 1] and chain.depths == [1, 2, 3] and chain.row_parents() == [-1, 0, 1, 2]
+
+
+def test_the_ngram_trie_merges_earlier_continuations():
+    d = NgramDrafter(max_n=3)
+    context = [1, 2, 3, 9, 1, 2, 3, 7, 5, 1, 2, 3]
+    tree = d.propose_tree(context, budget=8, max_depth=3)
+    assert tree.tokens[:3] == d.propose(context, 3).tokens == [7, 5, 1]  # the first path is the chain
+    assert tree.tokens == [7, 5, 1, 9, 1, 2] and tree.parents == [-1, 0, 1, -1, 3, 4]
+    assert d.propose_tree(context, budget=4, max_depth=3).tokens == [7, 5, 1, 9]  # the budget
+    assert d.propose_tree([1, 2, 3], budget=4, max_depth=3).tokens == []
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(context=st.lists(st.integers(0, 3), min_size=1, max_size=40), budget=st.integers(1, 12),
+       depth=st.integers(1, 6))
+def test_the_ngram_trie_holds_exactly_the_continuations_it_has_room_for(context, budget, depth):
+    d = NgramDrafter(max_n=3)
+    tree = d.propose_tree(context, budget, depth)
+    assert len(tree) <= budget and all(x <= depth for x in tree.depths)
+    paths = {tuple(tree.tokens[i] for i in tree.path(node)) for node in range(len(tree))}
+    ends, _ = d.matches(context)
+    chain = tuple(d.propose(context, min(budget, depth)).tokens)
+    assert all(chain[:m] in paths for m in range(1, len(chain) + 1))  # the chain is the trie's first path
+    for path in paths:  # every path of the trie is the prefix of some earlier continuation
+        assert any(tuple(context[j + 1: j + 1 + len(path)]) == path for j in ends)
