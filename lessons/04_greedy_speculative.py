@@ -16,11 +16,11 @@
 # %%
 import numpy as np
 
-from tinyspec.cli import EXAMPLE_PROMPT, print_trace
 from tinyspec.decoding import Stats, generate, prefill
 from tinyspec.drafters import NgramDrafter
 from tinyspec.model import Model
 from tinyspec.sampling import SamplingParams
+from tinyspec.show import EXAMPLE_PROMPT, print_trace
 from tinyspec.speculative import SpecStats, speculative_generate_ids, verify
 from tinyspec.workshop import load_gemma, quick_mode
 
@@ -170,5 +170,5 @@ if model.backend == "numba":
 #    not the largest? (Lesson 7 answers with a formula.)
 # 2. Replace the prompt by `"Once upon a time"`. What happens to the acceptance rate of prompt lookup when
 #    the continuation copies nothing?
-# 3. From the command line: `tinyspec generate "$(python -c 'from tinyspec.cli import EXAMPLE_PROMPT as
+# 3. From the command line: `tinyspec generate "$(python -c 'from tinyspec.show import EXAMPLE_PROMPT as
 #    p; print(p)')" --drafter ngram --k 4 --trace`.

@@ -18,10 +18,10 @@
 import numpy as np
 
 from tinyspec import plots, theory
-from tinyspec.cli import print_trace
 from tinyspec.drafters import EarlyExitDrafter
 from tinyspec.randomness import SeededSource
 from tinyspec.sampling import SamplingParams, warp
+from tinyspec.show import print_trace
 from tinyspec.speculative import SpecStats, acceptance_probability, residual_distribution, \
     speculative_generate_ids, verify
 from tinyspec.workshop import load_gemma, quick_mode

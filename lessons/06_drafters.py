@@ -21,10 +21,10 @@
 # %%
 from tinyspec import model as M
 from tinyspec import measure, plots, theory
-from tinyspec.cli import EXAMPLE_PROMPT
 from tinyspec.decoding import Stats, generate
 from tinyspec.drafters import DraftModelDrafter, EarlyExitDrafter, NgramDrafter, make_drafter
 from tinyspec.drafters.mtp import DEFAULT_WEIGHTS as MTP_WEIGHTS
+from tinyspec.show import EXAMPLE_PROMPT
 from tinyspec.speculative import SpecStats, speculative_generate
 from tinyspec.workshop import load_gemma, quick_mode, toy_draft_model
 

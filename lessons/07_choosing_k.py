@@ -20,10 +20,10 @@
 
 # %%
 from tinyspec import measure, plots, theory
-from tinyspec.cli import EXAMPLE_PROMPT
 from tinyspec.decoding import Stats, generate
 from tinyspec.drafters import NgramDrafter
 from tinyspec.drafters.oracle import OracleDrafter
+from tinyspec.show import EXAMPLE_PROMPT
 from tinyspec.speculative import SpecStats, speculative_generate
 from tinyspec.workshop import load_gemma, quick_mode
 
@@ -128,5 +128,6 @@ print(f"best k for prompt lookup here: {max(ngram_rows, key=lambda r: r['measure
 # 1. Set `ALPHA = 0.5` and `ALPHA = 0.95`. How does the best k move? Check against `theory.best_k`.
 # 2. Give the oracle a cost: wrap it so that `propose` also runs `model.forward` on a few blocks
 #    (`layers=3`) per token, making c about 0.7. What does the formula now say about k? And the stopwatch?
-# 3. `speculative_generate(..., adaptive=True)` grows k after a fully accepted step and shrinks it after a
-#    rejection. Does it find the best k for prompt lookup by itself?
+# 3. `speculative_generate(..., adaptive=True)` applies the break-even rule: each step it verifies the
+#    number of drafts n from 0 to k (0: a plain decode step) with the largest expected speedup, the formula
+#    above at k = n, with a estimated from the steps so far. Does it find the best k for prompt lookup?
