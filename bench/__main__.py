@@ -1,4 +1,4 @@
-"""`python -m bench`: the benchmark by task (see bench/run.py)."""
+"""`python -m bench`: the benchmark by task (what it measures: bench/__init__.py; its command: bench/run.py)."""
 
 import sys
 

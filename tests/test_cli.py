@@ -56,6 +56,22 @@ def real_cli(monkeypatch, gemma, gemma_tokenizer):
 
 
 @pytest.mark.real
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "hi", "--drafter", "early-exit:99"], "early exit needs fewer blocks than the model's 18"),
+    (["generate", "hi", "--max-new-tokens", "40000"], "exceeds the context length of 32768 tokens"),
+    (["compare", "hi", "--drafter", "early-exit:18"], "early exit needs fewer blocks than the model's 18"),
+    (["compare", "hi", "--max-new-tokens", "40000"], "exceeds the context length of 32768 tokens"),
+])
+def test_bad_arguments_the_model_reveals_fail_before_any_output(real_cli, argv, message, capsys):
+    """Checked once the model is loaded and the prompt tokenized, before the prompt is echoed."""
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("tinyspec: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.real
 def test_generate_json(real_cli, capsys):
     assert cli.main(["generate", "The capital of France is", "--max-new-tokens", "8", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -98,12 +114,39 @@ def test_compare_reports_identical_greedy_output(real_cli, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["identical"] is True and out["vanilla"]["ids"] == out["speculative"]["ids"]
     assert out["speculative"]["stats"]["target_forwards"] <= out["vanilla"]["stats"]["target_forwards"]
+    assert out["repeats"] == 3 and len(out["speedups"]) == 3  # the default: three interleaved repeats
+    assert len(out["vanilla"]["all_seconds"]) == len(out["speculative"]["all_seconds"]) == 3
+    assert sorted(out["vanilla"]["all_seconds"])[1] == out["vanilla"]["seconds"]  # the median
+    assert isinstance(out["warnings"], list)
+
+
+@pytest.mark.real
+def test_compare_prints_the_spread_of_its_repeats(real_cli, capsys):
+    assert cli.main(["compare", "--max-new-tokens", "8", "--repeats", "2"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert any(x.startswith("prompt ") and x.endswith(", median of 2") for x in lines)
+    assert "  identical output: yes (8 of 8 tokens)" in lines and any(x.startswith("  speedup: ") for x in lines)
+    assert any(x.startswith("  spread: ") and "over 2 interleaved repeats" in x for x in lines)
+    assert "warming up" in err  # on stderr: stdout is the comparison alone
+
+
+def test_reliability_warnings():
+    quiet = cli.reliability_warnings([2.5, 2.6, 2.55], 0.1, 2.0, threads=2, cores=2)
+    assert quiet == []
+    spread = cli.reliability_warnings([2.5, 14.79, 2.55], 0.1, 2.0, threads=2, cores=2)
+    assert len(spread) == 1 and "the repeats disagree" in spread[0] and "14.79x" in spread[0]
+    busy = cli.reliability_warnings([2.5, 2.6], 2.1, 4.0, threads=2, cores=2)
+    assert len(busy) == 1 and "the machine is busy" in busy[0]
+    assert cli.reliability_warnings([2.5, 2.6], 0.2, 3.9, threads=2, cores=2)  # busy during the runs only
+    assert cli.reliability_warnings([2.5, 2.6], None, None, threads=2, cores=2) == []  # no load average here
 
 
 def test_trace_prints_drafts_after_a_rejection():
     """Drafts after the rejected one were never checked: they have no p or q (regression: IndexError)."""
     import io
 
+    from tinyspec.show import print_trace
     from tinyspec.speculative import StepTrace
 
     class Tok:
@@ -111,5 +154,5 @@ def test_trace_prints_drafts_after_a_rejection():
             return str(ids[0])
 
     out = io.StringIO()
-    cli.print_trace([StepTrace(5, [1, 2, 3], [1.0, 0.0], [1.0, 1.0], [], 1, 9, "correction", [1, 9])], Tok(), out)
+    print_trace([StepTrace(5, [1, 2, 3], [1.0, 0.0], [1.0, 1.0], [], 1, 9, "correction", [1, 9])], Tok(), out)
     assert "+'1' p=1.000" in out.getvalue() and "x'2' p=0.000" in out.getvalue() and ".'3'" in out.getvalue()

@@ -115,24 +115,6 @@ def cmd_predict(args):
         print(f"{r:>4}  {row['id']:>7}  {row['token']:<20} {row['logit']:>9.3f}  {row['probability']:>7.2%}")
 
 
-EXAMPLE_PROMPT = """# Task: rename the variable `total` to `acc` in this function. Keep everything else the same.
-
-# Before:
-def mean_and_max(values):
-    \"\"\"Return the mean and the largest of a non-empty list of numbers.\"\"\"
-    total = 0
-    largest = values[0]
-    for value in values:
-        total += value
-        if value > largest:
-            largest = value
-    return total / len(values), largest
-
-# After:
-def mean_and_max(values):
-"""
-
-
 class Marker:
     """Marks text that came from accepted drafts: green on a terminal, [brackets] otherwise."""
 
@@ -156,19 +138,20 @@ class Marker:
         return self.close if was else ""
 
 
-def run_generation(model, ids, args, params, drafter):
+def run_generation(model, ids, args, params, drafter, max_new_tokens=None):
     """(tokens, stats, trace): `tokens` yields (token, from_draft) pairs; vanilla decoding when drafter is None.
-    stats and trace fill in as the tokens are consumed."""
+    stats and trace fill in as the tokens are consumed. max_new_tokens: args.max_new_tokens unless given."""
     from .decoding import Stats, generate
     from .speculative import SpecStats, speculative_generate
 
+    n = args.max_new_tokens if max_new_tokens is None else max_new_tokens
     if drafter is None:
         stats, trace = Stats(), None
-        tokens = generate(model, ids, args.max_new_tokens, params, stats=stats)
+        tokens = generate(model, ids, n, params, stats=stats)
     else:
         stats, trace = SpecStats(), []
-        tokens = speculative_generate(model, drafter, ids, args.max_new_tokens, params, args.verify, args.k,
-                                      adaptive=args.adaptive, stats=stats, trace=trace)
+        tokens = speculative_generate(model, drafter, ids, n, params, args.verify, args.k, adaptive=args.adaptive,
+                                      stats=stats, trace=trace)
 
     def marked():
         steps_seen, index_in_step = 0, 0
@@ -183,15 +166,33 @@ def run_generation(model, ids, args, params, drafter):
     return marked(), stats, trace
 
 
-def make_cli_drafter(args, model):
-    from .drafters import make_drafter
+def make_cli_drafter(args, model=None):
+    """The drafter --drafter names (None without one). Called once before loading the model, to reject a bad
+    name early, and again with the model, to check that the drafter fits it (before anything is printed)."""
+    from .drafters import EarlyExitDrafter, make_drafter
 
     if not args.drafter:
         return None
     if args.k < 1:
         raise CliError(f"--k must be >= 1, got {args.k}")
     try:
-        return make_drafter(args.drafter)
+        drafter = make_drafter(args.drafter)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    blocks = model.cfg.num_layers if model is not None else None
+    if isinstance(drafter, EarlyExitDrafter) and blocks is not None and drafter.layers >= blocks:
+        raise CliError(f"--drafter {drafter.name}: early exit needs fewer blocks than the model's {blocks}: "
+                       f"use early-exit:1 to early-exit:{blocks - 1}")
+    return drafter
+
+
+def check_length(model, ids, max_new_tokens):
+    """The prompt plus max_new_tokens must fit the model's context: checked before the prompt is echoed (the
+    generators check it too, but only when asked for their first token)."""
+    from .decoding import check_prompt
+
+    try:
+        check_prompt(model, ids, max_new_tokens)
     except ValueError as e:
         raise CliError(str(e)) from None
 
@@ -212,6 +213,7 @@ def cmd_generate(args):
     model, tok = load(args)
     drafter = make_cli_drafter(args, model)
     ids = tok.encode(text)
+    check_length(model, ids, args.max_new_tokens)
     stream, mark = tok.stream(), Marker(sys.stdout)
     out = []
     tokens, stats, trace = run_generation(model, ids, args, params, drafter)
@@ -237,6 +239,8 @@ def cmd_generate(args):
         return
     sys.stdout.write(stream.flush() + mark.end() + "\n")
     if args.trace and trace is not None:
+        from .show import print_trace
+
         print_trace(trace, tok)
     extra = ""
     if isinstance(stats, SpecStats):
@@ -244,20 +248,44 @@ def cmd_generate(args):
                  f"{stats.tokens_per_forward:.2f} tokens per target forward")
     print(f"[{stats.new_tokens} tokens, {stats.seconds:.2f} s, {stats.tokens_per_second:.1f} tokens/s{extra}]",
           file=sys.stderr)
-def print_trace(trace, tok, out=None):
-    """One line per speculative step: what was drafted, p and q of each draft, what was kept."""
-    out = out or sys.stdout
-    show = lambda t: repr(tok.decode([t]))
-    for n, step in enumerate(trace, 1):
-        drafts = []
-        for i, d in enumerate(step.drafted):
-            u = f" u={step.uniforms[i]:.3f}" if i < len(step.uniforms) and step.uniforms[i] is not None else ""
-            mark = "+" if i < step.accepted else ("x" if i == step.accepted else ".")
-            pq = f" p={step.p_draft[i]:.3f} q={step.q_draft[i]:.3f}" if i < len(step.p_draft) else ""  # unchecked
-            drafts.append(f"{mark}{show(d)}{pq}{u}")
-        print(f"step {n:>3} @{step.position:>5}: kept {step.accepted}/{len(step.drafted)}; {step.final_kind} "
-              f"{show(step.final_token)}" + ("  | " + "  ".join(drafts) if drafts else "  | (no draft)"),
-              file=out)
+
+
+SPREAD_LIMIT = 1.25  # the repeats' speedups further apart than this factor (max / min): the figure is unreliable
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: how many threads wanted a core, on average (None where unavailable)."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def compute_threads() -> int:
+    """How many threads this process computes with: Numba's (NumPy's BLAS takes as many cores by default)."""
+    import numba
+
+    return min(numba.get_num_threads(), os.cpu_count() or 1)
+
+
+def reliability_warnings(speedups, load_before, load_after, threads, cores) -> list[str]:
+    """Why a measured speedup may not be this machine's own: the repeats disagree (by more than SPREAD_LIMIT),
+    or other programs competed for the cores. Their load is the load average before the runs, or after them
+    minus this run's own `threads`; they compete once they need more than half a core beyond what those
+    threads leave free."""
+    warnings = []
+    if len(speedups) > 1 and max(speedups) > SPREAD_LIMIT * min(speedups):
+        warnings.append(f"the repeats disagree: their speedups run from {min(speedups):.2f}x to "
+                        f"{max(speedups):.2f}x, more than {SPREAD_LIMIT}x apart, so the median is unreliable: "
+                        "run it again on a quieter machine, or with more --repeats")
+    if load_before is not None and load_after is not None:
+        others = max(load_before, load_after - threads)
+        if others > cores - threads + 0.5:
+            warnings.append(f"the machine is busy: load average {load_before:.1f} before the runs and "
+                            f"{load_after:.1f} after them on {cores} cores, more than this run's own {threads} "
+                            "threads explain: other programs took CPU time from the runs, so the speedup is "
+                            "unreliable")
+    return warnings
 
 
 def cmd_compare(args):
@@ -274,32 +302,60 @@ def cmd_compare(args):
         check_settings(args.verify, params, args.k)
     except ValueError as e:
         raise CliError(str(e)) from None
-    make_cli_drafter(args, None)
-    text = read_prompt(args.prompt) if args.prompt is not None else EXAMPLE_PROMPT
+    make_cli_drafter(args)
+    load_before = load_average()  # other programs' load: nothing of this run has started yet
+    if args.prompt is not None:
+        text = read_prompt(args.prompt)
+    else:
+        from .show import EXAMPLE_PROMPT
+
+        text = EXAMPLE_PROMPT
     model, tok = load(args)
+    make_cli_drafter(args, model)
     ids = tok.encode(text)
-    list(run_generation(model, ids[:8], argparse.Namespace(**{**vars(args), "max_new_tokens": 2}), params,
-                        None)[0])  # warm-up: load the compiled kernels before timing
-    runs = {"vanilla": [], "speculative": []}
-    outputs = {}
-    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+    check_length(model, ids, args.max_new_tokens)
+
+    # Warm-up: both runs on this prompt, a few tokens each, so that every kernel the timed runs use (the
+    # one-row decode, the prefill, the verification over several rows) is compiled or loaded from Numba's
+    # cache before the clock starts. Without it the first vanilla run pays for compiling.
+    print("warming up: both runs once, a few tokens each (the first time, Numba compiles the kernels) ...",
+          file=sys.stderr, flush=True)
+    for drafter in (None, make_cli_drafter(args, model)):
+        list(run_generation(model, ids, args, params, drafter, max_new_tokens=min(args.max_new_tokens, 8))[0])
+
+    runs = {"vanilla": [], "speculative": []}  # per repeat: ([(token, from_draft)], stats)
+    for _ in range(args.repeats):  # interleaved (V S V S ...), so both see the same machine load
         for name in runs:
             drafter = make_cli_drafter(args, model) if name == "speculative" else None
-            tokens, stats, trace = run_generation(model, ids, args, params, drafter)
-            pairs = list(tokens)
-            runs[name].append(stats)
-            outputs[name] = (pairs, stats, trace)
-    median = lambda name: statistics.median(s.seconds for s in runs[name])
-    (v_pairs, v_stats, _), (s_pairs, s_stats, s_trace) = outputs["vanilla"], outputs["speculative"]
+            tokens, stats, _ = run_generation(model, ids, args, params, drafter)
+            runs[name].append((list(tokens), stats))
+    load_after = load_average()
+
+    seconds = {name: [stats.seconds for _, stats in rs] for name, rs in runs.items()}
+    median = {name: statistics.median(times) for name, times in seconds.items()}
+    speedup = median["vanilla"] / median["speculative"]
+    speedups = [v / s for v, s in zip(seconds["vanilla"], seconds["speculative"])]  # one per interleaved pair
+    threads, cores = compute_threads(), os.cpu_count() or 1
+    warnings = reliability_warnings(speedups, load_before, load_after, threads, cores)
+    (v_pairs, v_stats), (s_pairs, s_stats) = runs["vanilla"][-1], runs["speculative"][-1]
     v_ids, s_ids = [t for t, _ in v_pairs], [t for t, _ in s_pairs]
-    identical = v_ids == s_ids
-    speedup = median("vanilla") / median("speculative")
+    # identical: every repeat, of either side, emitted exactly the first vanilla run's tokens
+    every_run = [[t for t, _ in pairs] for rs in runs.values() for pairs, _ in rs]  # vanilla's first
+    reference = every_run[0]
+    differing = next((run for run in every_run if run != reference), None)
+    identical = differing is None
     if args.json:
         print(json.dumps({"prompt_tokens": len(ids), "identical": identical, "speedup": round(speedup, 3),
-                          "vanilla": {"ids": v_ids, "seconds": round(median("vanilla"), 4),
+                          "vanilla": {"ids": v_ids, "seconds": round(median["vanilla"], 4),
+                                      "all_seconds": [round(x, 4) for x in seconds["vanilla"]],
                                       "stats": v_stats.to_dict()},
-                          "speculative": {"ids": s_ids, "seconds": round(median("speculative"), 4),
+                          "speculative": {"ids": s_ids, "seconds": round(median["speculative"], 4),
+                                          "all_seconds": [round(x, 4) for x in seconds["speculative"]],
                                           "stats": s_stats.to_dict()},
+                          "repeats": args.repeats, "speedups": [round(x, 3) for x in speedups],
+                          "load_average": {"before": load_before, "after": load_after, "cores": cores,
+                                           "threads": threads},
+                          "warnings": warnings,
                           "drafter": args.drafter, "k": args.k, "verify": args.verify, "seed": params.seed},
                          ensure_ascii=False))
     else:
@@ -310,19 +366,31 @@ def cmd_compare(args):
         mode = "greedy" if params.greedy else f"temperature {params.temperature}, seed {params.seed}"
         print(f"prompt {len(ids)} tokens, {len(v_ids)} new tokens, {mode}, drafter {args.drafter}, k={args.k}, "
               f"verify {args.verify}, backend {args.backend}, median of {args.repeats}")
-        print(f"  vanilla      {len(v_ids) / median('vanilla'):7.1f} tokens/s  {median('vanilla'):6.2f} s  "
+        print(f"  vanilla      {len(v_ids) / median['vanilla']:7.1f} tokens/s  {median['vanilla']:6.2f} s  "
               f"{v_stats.target_forwards} target forwards")
-        print(f"  speculative  {len(s_ids) / median('speculative'):7.1f} tokens/s  {median('speculative'):6.2f} s  "
+        print(f"  speculative  {len(s_ids) / median['speculative']:7.1f} tokens/s  {median['speculative']:6.2f} s  "
               f"{s_stats.target_forwards} target forwards, {s_stats.acceptance_rate:.0%} of {s_stats.drafted} "
               f"drafts accepted, {s_stats.tokens_per_forward:.2f} tokens per forward")
         if identical:
             print(f"  identical output: yes ({len(v_ids)} of {len(v_ids)} tokens)")
         else:
-            same = next((i for i, (a, b) in enumerate(zip(v_ids, s_ids)) if a != b), min(len(v_ids), len(s_ids)))
+            same = next((i for i, (a, b) in enumerate(zip(reference, differing)) if a != b),
+                        min(len(reference), len(differing)))
             why = (" (expected: rejection sampling equals vanilla in distribution, not token for token; "
                    "--verify coupled --coupled gives identical samples)" if args.verify == "rejection" else "")
             print(f"  identical output: NO, first difference at token {same}{why}")
         print(f"  speedup: {speedup:.2f}x")
+        if args.repeats > 1:
+            print(f"  spread: {min(speedups):.2f}x to {max(speedups):.2f}x over {args.repeats} interleaved repeats "
+                  f"(vanilla {min(seconds['vanilla']):.2f} to {max(seconds['vanilla']):.2f} s, speculative "
+                  f"{min(seconds['speculative']):.2f} to {max(seconds['speculative']):.2f} s)")
+        else:
+            print("  spread: one repeat, none to show (--repeats 3 shows how far the repeats agree)")
+        if load_before is not None and load_after is not None:
+            print(f"  load average: {load_before:.1f} before, {load_after:.1f} after, on {cores} cores "
+                  f"(this run computes on {threads} threads)")
+        for warning in warnings:
+            print(f"  warning: {warning}")
     if not identical and args.verify != "rejection":
         return 1
     return 0
@@ -335,7 +403,9 @@ def add_speculative_args(p, drafter_default=None):
     p.add_argument("--k", type=int, default=4, help="tokens drafted per step (default 4)")
     p.add_argument("--verify", choices=["greedy", "rejection", "coupled"], default=None,
                    help="greedy (default at temperature 0), rejection (default when sampling), coupled")
-    p.add_argument("--adaptive", action="store_true", help="grow k after full acceptance, shrink after rejection")
+    p.add_argument("--adaptive", action="store_true",
+                   help="the break-even rule: each step verify the number of drafts n (0 to k; 0 = a plain decode "
+                        "step) that maximises E(alpha, n) / (n c + v(n + 1)), alpha the acceptance so far")
 
 
 def resolve_verify(args):
@@ -381,43 +451,55 @@ def build_parser():
     add_sampling_args(p)
     p.add_argument("--coupled", action="store_true", help="sample by Gumbel-max keyed by (seed, position)")
     add_speculative_args(p, drafter_default="ngram")
-    p.add_argument("--repeats", type=int, default=1, help="time each side this many times, interleaved")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="time each side this many times, interleaved (default 3): the median, and the spread")
     add_model_args(p)
     p.set_defaults(func=cmd_compare)
 
-    bench = load_bench_module()
-    if bench is not None:
-        bench.add_bench_parser(sub)
-    else:
-        p = sub.add_parser("bench", help="the benchmark by task (needs a source checkout: it reads bench/)")
-        p.set_defaults(func=cmd_bench_unavailable)
+    # listed here for `tinyspec --help` only: main() hands `tinyspec bench ...` to the benchmark's own parser
+    sub.add_parser("bench", add_help=False,
+                   help="the benchmark by task: speedup, acceptance, identical output, peers (a source checkout)")
 
     from .mtp.train import add_train_mtp_parser
     add_train_mtp_parser(sub)
     return parser
 
 
-def cmd_bench_unavailable(args):
-    raise CliError("`tinyspec bench` runs from a source checkout (it reads bench/prompts.jsonl): clone the "
-                   "repository and `pip install -e .` there")
+def import_bench():
+    """bench/run.py, the benchmark's command, of the source checkout this package runs from; None without one.
 
-
-def load_bench_module():
-    """bench/run.py of a source checkout (the benchmark is not part of the installed package), or None."""
+    The benchmark is not part of the installed package (pip installs tinyspec/ only): the checkout's bench/ is
+    imported from its path as the package `bench`, so that its modules import one another as usual."""
+    import importlib
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "run.py")
-    if not os.path.exists(path):
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+    if not os.path.exists(os.path.join(root, "run.py")):
         return None
-    spec = importlib.util.spec_from_file_location("bench_run", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = module
-    spec.loader.exec_module(module)
-    return module
+    if "bench" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench", os.path.join(root, "__init__.py"),
+                                                      submodule_search_locations=[root])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["bench"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module("bench.run")
+
+
+def cmd_bench(argv) -> int:
+    """`tinyspec bench ARGS`: the benchmark parses ARGS itself (bench/run.py); it is imported only here."""
+    bench = import_bench()
+    if bench is None:
+        raise CliError("`tinyspec bench` runs from a source checkout (it reads bench/prompts.jsonl): clone the "
+                       "repository and `pip install -e .` there")
+    args = bench.build_parser(prog="tinyspec bench", parser_class=Parser).parse_args(argv)
+    return bench.cmd_bench(args)
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["bench"]:  # the benchmark has its own parser, imported for this command only
+            return cmd_bench(argv[1:]) or 0
         args = build_parser().parse_args(argv)
         resolve_verify(args)
         return args.func(args) or 0
