@@ -214,15 +214,15 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         if tree:
             guesses = drafter.propose_tree(context, tree, ask) if ask > 0 else TokenTree([], [])
             offered = drafted = guesses.tokens
-            rows = guesses.row_parents()  # [n+1] the parent row of each row of the forward
+            layout, parents = guesses.layout(start=position - 1), guesses.parents  # the tree's rows, after the context
         else:
             proposal = drafter.propose(context, ask) if ask > 0 else Proposal([])
             offered = [int(t) for t in proposal.tokens[:ask]]
             drafted = offered[: policy.cut(position, offered, proposal.q is None)]
             q_rows = proposal.q[: len(drafted)] if proposal.q is not None else None  # [n, V] or None (one-hot)
-            rows = None  # a chain: every row under the one before it
+            layout = parents = None  # a chain: every row under the one before it
         # Step 2: one target forward over [last, d1..dn]: the rows of p_1 .. p_{n+1}
-        h = model.hidden([context[-1]] + drafted, cache, tree=rows) if tree else \
+        h = model.hidden([context[-1]] + drafted, cache, tree=layout) if tree else \
             model.hidden([context[-1]] + drafted, cache)  # [n+1, d]
         logits = model.head(h)  # [n+1, V]
         # Step 3: verify: keep d_1..d_n_ok (a tree: the nodes of one path), then the target's own token
@@ -246,7 +246,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
             if (stop_at_eos and token == model.cfg.eos_token_id) or len(emitted) == room:
                 done = True
                 break
-        record.step(position, len(offered), drafted, verdict, emitted, rows)
+        record.step(position, len(offered), drafted, verdict, emitted, parents)
         yield from emitted
         if done:
             return
@@ -270,7 +270,7 @@ class StepTrace:
     final_token: int  # the token the target added: a correction after a rejection, or a bonus
     final_kind: str  # "correction" (a draft was rejected) or "bonus" (all drafts accepted)
     emitted: list  # the tokens this step emitted (accepted drafts + final token, cut at EOS / limit)
-    parents: list | None = None  # a tree: the parent row of each drafted node (0: the root); None for a chain
+    parents: list | None = None  # a tree: the parent of each drafted node (-1: the root); None for a chain
     path: list | None = None  # a tree: the accepted nodes (indices into drafted)
 
     def to_dict(self) -> dict:
@@ -315,7 +315,7 @@ class Recorder:
         self.stats.new_tokens = 1
         self.stats.seconds = self.clock() - self.t0
 
-    def step(self, position, proposed, drafted, verdict: Verdict, emitted, rows=None) -> None:
+    def step(self, position, proposed, drafted, verdict: Verdict, emitted, parents=None) -> None:
         s = self.stats
         s.target_forwards += 1
         s.steps += 1
@@ -326,5 +326,5 @@ class Recorder:
         if self.trace is not None:
             self.trace.append(StepTrace(position, drafted, verdict.p_draft, verdict.q_draft, verdict.uniforms,
                                         verdict.accepted, verdict.token, verdict.kind, emitted,
-                                        None if rows is None else rows[1:], getattr(verdict, "path", None)))
+                                        parents, getattr(verdict, "path", None)))
         s.seconds = self.clock() - self.t0

@@ -97,8 +97,7 @@ class TableModel:
 
     def hidden(self, tokens, cache: TokenCache, layers: int | None = None, tree=None):  # [M] -> [M, V]
         """Write the M tokens into the cache; the "hidden state" of each is its logits row (the head is identity).
-        tree: [M] the parent row of each row (-1: the cache alone), for a tree's verification (tinyspec.tree):
-        a row then sees the cache and its own ancestors only."""
+        tree: a tree.TreeLayout, for tree speculation: each row then sees the context and its own ancestors."""
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.ndim != 1 or len(tokens) == 0:
             raise ValueError("forward needs a non-empty 1-D sequence of token ids")
@@ -111,23 +110,21 @@ class TableModel:
         cache.reserve(start + len(tokens))
         cache.tokens[start: start + len(tokens)] = tokens
         cache.length = start + len(tokens)
-        if tree is None:
-            tree = list(range(-1, len(tokens) - 1))  # a chain: each row under the one before it
         rows = []
-        for i in range(len(tokens)):
-            path, r = [], i
-            while r >= 0:
-                path.append(start + r)
-                r = tree[r]
-            context = np.concatenate([cache.tokens[:start], cache.tokens[path[::-1]]])
+        for r in range(len(tokens)):
+            if tree is None:  # a chain: everything before the row
+                context = cache.tokens[: start + r + 1]
+            else:  # the context, the row's ancestors, the row
+                seen = list(tree.ancestors[r]) + [start + r]
+                context = np.concatenate([cache.tokens[: tree.prefix], cache.tokens[seen]])
             rows.append(self.logits(context, layers))
         return np.stack(rows)  # [M, V]
 
     def head(self, h):  # [M, V] -> [M, V]
         return np.array(h, dtype=np.float32)
 
-    def forward(self, tokens, cache: TokenCache, last_only: bool = False, layers: int | None = None):
-        h = self.hidden(tokens, cache, layers)  # [M, V]
+    def forward(self, tokens, cache: TokenCache, last_only: bool = False, layers: int | None = None, tree=None):
+        h = self.hidden(tokens, cache, layers, tree)  # [M, V]
         return self.head(h[-1:] if last_only else h)
 
     def weight_bytes(self, blocks: int | None = None) -> int:

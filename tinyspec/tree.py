@@ -88,6 +88,62 @@ class TokenTree:
         i + 1 (node i) hangs under row parents[i] + 1."""
         return [-1] + [p + 1 for p in self.parents]
 
+    def layout(self, start: int) -> "TreeLayout":
+        """Where the verification forward puts the tree in a cache that holds `start` rows of context: the root
+        at row start (directly under the context), node i at row start + 1 + i."""
+        return TreeLayout(start, [[]] + [[start] + [start + 1 + a for a in self.path(i)[:-1]] for i in range(len(self))])
+
+
+@dataclass
+class TreeLayout:
+    """Tree rows in a cache, for a forward that writes M of them after the cache's current rows. Rows 0 ..
+    prefix-1 are the context, which every tree row sees. New row r sees the context, the cache rows
+    ancestors[r] (its tree ancestors, root first: rows >= prefix, written by this forward or an earlier one)
+    and itself, and sits at position prefix + len(ancestors[r])."""
+    prefix: int
+    ancestors: list  # [M] lists of cache rows
+
+    def positions(self):  # [M]
+        return [self.prefix + len(a) for a in self.ancestors]
+
+
+# --- building a tree from a drafter's distributions -----------------------------------------------------------
+
+def best_first_tree(root_scores, expand, budget: int, max_depth: int, width: int) -> TokenTree:
+    """EAGLE-2's rule, depth by depth: every frontier node offers its `width` best next tokens; of all these
+    candidates, the ones with the highest path score (the sum of log-probabilities under the drafter from the
+    root) join the tree, within the budget, and become the next frontier. `expand(tree, nodes)` returns the
+    scores [len(nodes), V] of the token after each of `nodes`: one drafter call for the whole frontier.
+    root_scores [V]: the scores after the root. With width 1 the tree is the drafter's greedy chain."""
+    tokens, parents, path_score = [], [], []
+    frontier, scores = [-1], np.asarray(root_scores, dtype=np.float64)[None, :]  # [F, V]
+    for depth in range(1, max_depth + 1):
+        candidates = []
+        for node, row in zip(frontier, scores):
+            base = 0.0 if node < 0 else path_score[node]
+            for t in np.argsort(-row, kind="stable")[:width]:  # the best tokens, lower id first on a tie
+                if np.isfinite(row[t]):
+                    candidates.append((base + float(row[t]), node, int(t)))
+        candidates.sort(key=lambda c: -c[0])  # stable: on a tie, the earlier node and the better rank first
+        chosen = candidates[: budget - len(tokens)]
+        if not chosen:
+            break
+        frontier = []
+        for score, node, t in sorted(chosen, key=lambda c: (c[1], -c[0])):  # parents in tree order
+            tokens.append(t), parents.append(node), path_score.append(score)
+            frontier.append(len(tokens) - 1)
+        if len(tokens) == budget or depth == max_depth:
+            break
+        scores = expand(TokenTree(tokens, parents), frontier)
+    return TokenTree(tokens, parents)
+
+
+def log_scores(logits, params: SamplingParams):  # [F, V] -> [F, V] float64
+    """A drafter's scores for tree building: log q, q its warped distribution (temperature 1 when greedy)."""
+    t = params.temperature if not params.greedy else 1.0
+    with np.errstate(divide="ignore"):
+        return np.log(np.stack([warp(row, t, params.top_k, params.top_p) for row in logits]))
+
 
 # --- verification: walk down the tree ---------------------------------------------------------------------------
 
