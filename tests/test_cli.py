@@ -132,14 +132,14 @@ def test_compare_prints_the_spread_of_its_repeats(real_cli, capsys):
 
 
 def test_reliability_warnings():
-    quiet = cli.reliability_warnings([2.5, 2.6, 2.55], 0.1, 2.0, threads=2, cores=2)
-    assert quiet == []
-    spread = cli.reliability_warnings([2.5, 14.79, 2.55], 0.1, 2.0, threads=2, cores=2)
+    assert cli.reliability_warnings([2.5, 2.6, 2.55], 2.0, threads=2, cores=2) == []  # quiet: our own 2 threads
+    spread = cli.reliability_warnings([2.5, 14.79, 2.55], 2.0, threads=2, cores=2)
     assert len(spread) == 1 and "the repeats disagree" in spread[0] and "14.79x" in spread[0]
-    busy = cli.reliability_warnings([2.5, 2.6], 2.1, 4.0, threads=2, cores=2)
+    busy = cli.reliability_warnings([2.5, 2.6], 4.0, threads=2, cores=2)  # two other busy threads
     assert len(busy) == 1 and "the machine is busy" in busy[0]
-    assert cli.reliability_warnings([2.5, 2.6], 0.2, 3.9, threads=2, cores=2)  # busy during the runs only
-    assert cli.reliability_warnings([2.5, 2.6], None, None, threads=2, cores=2) == []  # no load average here
+    assert cli.reliability_warnings([2.5, 2.6], 2.7, threads=2, cores=2) == []  # less than a core of others
+    assert cli.reliability_warnings([2.5, 2.6], 2.5, threads=1, cores=2) == []  # one free core, one other
+    assert cli.reliability_warnings([2.5, 2.6], None, threads=2, cores=2) == []  # no load average here
 
 
 def test_trace_prints_drafts_after_a_rejection():

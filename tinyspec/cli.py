@@ -268,23 +268,20 @@ def compute_threads() -> int:
     return min(numba.get_num_threads(), os.cpu_count() or 1)
 
 
-def reliability_warnings(speedups, load_before, load_after, threads, cores) -> list[str]:
+def reliability_warnings(speedups, load_after, threads, cores) -> list[str]:
     """Why a measured speedup may not be this machine's own: the repeats disagree (by more than SPREAD_LIMIT),
-    or other programs competed for the cores. Their load is the load average before the runs, or after them
-    minus this run's own `threads`; they compete once they need more than half a core beyond what those
-    threads leave free."""
+    or other programs competed for the cores during the runs. Their load is the 1-minute load average just
+    after the runs minus this run's own `threads`; it competes once it needs more than one core beyond those
+    the threads leave free. (The load average lags by about a minute: the spread catches what it misses.)"""
     warnings = []
     if len(speedups) > 1 and max(speedups) > SPREAD_LIMIT * min(speedups):
         warnings.append(f"the repeats disagree: their speedups run from {min(speedups):.2f}x to "
                         f"{max(speedups):.2f}x, more than {SPREAD_LIMIT}x apart, so the median is unreliable: "
                         "run it again on a quieter machine, or with more --repeats")
-    if load_before is not None and load_after is not None:
-        others = max(load_before, load_after - threads)
-        if others > cores - threads + 0.5:
-            warnings.append(f"the machine is busy: load average {load_before:.1f} before the runs and "
-                            f"{load_after:.1f} after them on {cores} cores, more than this run's own {threads} "
-                            "threads explain: other programs took CPU time from the runs, so the speedup is "
-                            "unreliable")
+    if load_after is not None and load_after - threads > cores - threads + 1:
+        warnings.append(f"the machine is busy: load average {load_after:.1f} after the runs, on {cores} cores, "
+                        f"{threads} of it this run's own threads: other programs took CPU time from the runs, so "
+                        "the speedup is unreliable")
     return warnings
 
 
@@ -336,7 +333,7 @@ def cmd_compare(args):
     speedup = median["vanilla"] / median["speculative"]
     speedups = [v / s for v, s in zip(seconds["vanilla"], seconds["speculative"])]  # one per interleaved pair
     threads, cores = compute_threads(), os.cpu_count() or 1
-    warnings = reliability_warnings(speedups, load_before, load_after, threads, cores)
+    warnings = reliability_warnings(speedups, load_after, threads, cores)
     (v_pairs, v_stats), (s_pairs, s_stats) = runs["vanilla"][-1], runs["speculative"][-1]
     v_ids, s_ids = [t for t, _ in v_pairs], [t for t, _ in s_pairs]
     # identical: every repeat, of either side, emitted exactly the first vanilla run's tokens
