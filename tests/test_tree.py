@@ -141,7 +141,7 @@ class ChainOnly(Drafter):
 
 case = dict(V=st.integers(2, 8), seed=st.integers(0, 10_000), n=st.integers(1, 16), budget=st.integers(1, 12),
             k=st.integers(1, 6), prompt=st.lists(st.integers(0, 1), min_size=1, max_size=6), eos=st.booleans(),
-            kind=st.sampled_from(TREE_KINDS))
+            kind=st.sampled_from(TREE_KINDS), adaptive=st.booleans())
 
 
 # --- 1. greedy, 2. coupled, 3. sampling: token for token -----------------------------------------------------------
@@ -149,15 +149,15 @@ case = dict(V=st.integers(2, 8), seed=st.integers(0, 10_000), n=st.integers(1, 1
 @pytest.mark.spec
 @settings(max_examples=examples(300), **SLOW)
 @given(**case)
-def test_greedy_tree_speculation_equals_greedy(V, seed, n, budget, k, prompt, eos, kind):
+def test_greedy_tree_speculation_equals_greedy(V, seed, n, budget, k, prompt, eos, kind, adaptive):
     target = table_target(V, seed)
     vanilla = generate_ids(target, prompt, n, stop_at_eos=eos)
     stats = SpecStats()
     spec = speculative_generate_ids(target, tree_drafter(kind, V, seed, prompt, vanilla), prompt, n, k=k,
-                                    tree=budget, stop_at_eos=eos, stats=stats)
+                                    tree=budget, stop_at_eos=eos, stats=stats, adaptive=adaptive)
     assert spec == vanilla
     assert stats.accepted <= stats.drafted and stats.new_tokens == len(vanilla)
-    if kind == "answer-tree" and len(vanilla) >= 3:  # a step that could draft held at least one answer token
+    if kind == "answer-tree" and len(vanilla) >= 3 and not adaptive:  # a step that could draft held at least one answer token
         assert stats.accepted > 0
 
 
@@ -165,7 +165,7 @@ def test_greedy_tree_speculation_equals_greedy(V, seed, n, budget, k, prompt, eo
 @settings(max_examples=examples(200), **SLOW)
 @given(**case, temperature=st.sampled_from([0.6, 1.0, 1.6]), top_k=st.sampled_from([0, 3]),
        top_p=st.sampled_from([1.0, 0.8]), coupled=st.booleans())
-def test_sampled_tree_walk_equals_vanilla_sampling_token_for_token(V, seed, n, budget, k, prompt, eos, kind,
+def test_sampled_tree_walk_equals_vanilla_sampling_token_for_token(V, seed, n, budget, k, prompt, eos, kind, adaptive,
                                                                     temperature, top_k, top_p, coupled):
     """Coupled sampling, and plain sampling with a deterministic tree (the target draws its own token at each
     node it reaches: one draw per emitted token, like vanilla): the same seed gives vanilla's very tokens."""
@@ -175,7 +175,8 @@ def test_sampled_tree_walk_equals_vanilla_sampling_token_for_token(V, seed, n, b
     if kind == "chain":  # a sampling chain drafter reports q: rejection sampling, equal in distribution only
         kind = "draft-model-tree"
     spec = speculative_generate_ids(target, tree_drafter(kind, V, seed, prompt, vanilla), prompt, n, params,
-                                    "coupled" if coupled else "rejection", k, tree=budget, stop_at_eos=eos)
+                                    "coupled" if coupled else "rejection", k, tree=budget, stop_at_eos=eos,
+                                    adaptive=adaptive)
     assert spec == vanilla
 
 
@@ -185,15 +186,15 @@ def test_sampled_tree_walk_equals_vanilla_sampling_token_for_token(V, seed, n, b
 @settings(max_examples=examples(40), **SLOW)
 @given(V=st.integers(2, 4), seed=st.integers(0, 10_000), n=st.integers(1, 4), budget=st.integers(1, 4),
        width=st.integers(1, 3), temperature=st.sampled_from([0.7, 1.0, 1.6]), top_k=st.sampled_from([0, 3]),
-       top_p=st.sampled_from([1.0, 0.8]), eos=st.booleans())
+       top_p=st.sampled_from([1.0, 0.8]), eos=st.booleans(), adaptive=st.booleans())
 def test_multi_draft_rejection_is_exact_through_the_real_loop(V, seed, n, budget, width, temperature, top_k, top_p,
-                                                              eos):
+                                                              eos, adaptive):
     target, prompt = table_target(V, seed), [0, 1]
     draft = TableModel(V, seed, noise=0.8, noise_seed=seed + 1)
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     spec = exact_distribution(lambda source: tuple(speculative_generate_ids(
         target, SampledTreeDrafter(draft, width), prompt, n, params, "rejection", k=3, tree=budget,
-        stop_at_eos=eos, random=source)))
+        stop_at_eos=eos, adaptive=adaptive, random=source)))
     assert_same_distribution(spec, autoregressive(warped(target, params), prompt, n, 1 if eos else None))
 
 
@@ -217,6 +218,25 @@ def test_multi_draft_rejection_with_a_wrong_residual_is_caught():
     assert max(abs(wrong.get(s, 0.0) - exact[s]) for s in exact) > 1e-3
     assert_same_distribution(exact_distribution(run), exact)
     assert tree_module.verify_tree_rejection is not None
+
+
+# --- adaptive budgets ----------------------------------------------------------------------------------------
+
+def test_the_tree_break_even_rule():
+    from tinyspec.adaptive import TreeBreakEven, VerifyCost
+
+    rule = TreeBreakEven(budget_max=8, verify_cost=VerifyCost(0.1, 0.1))
+    assert rule.speed(0) == 1.0
+    for _ in range(30):  # the first two guesses always right, the others never: a budget of 2 pays best
+        rule.observe(8, [0, 1])
+    assert rule.budget() == 2 and rule.on_path[0] > 0.99 and rule.on_path[2] < 0.01
+    for _ in range(30):  # nothing is ever right: plain decoding, with a one-node probe every 8 steps
+        rule.observe(2, [])
+    assert [rule.budget() for _ in range(8)] == [0] * 7 + [1]
+    costly = TreeBreakEven(budget_max=8, draft_cost=0.5, verify_cost=VerifyCost(0.1, 0.1),
+                           on_path=[0.3] + [0.0] * 7)  # the first guess right 30% of the time, the rest never
+    assert abs(costly.speed(1) - 1.3 / (0.5 + 1.1)) < 1e-12 and costly.budget() == 0  # drafting does not pay
+    assert TreeBreakEven(budget_max=8, verify_cost=VerifyCost(0.1, 0.1), on_path=[0.3] + [0.0] * 7).budget() == 1
 
 
 # --- 5. the tree ---------------------------------------------------------------------------------------------

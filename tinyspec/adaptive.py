@@ -124,3 +124,53 @@ class BreakEven:
         if deterministic:
             return self.best(len(drafts))
         return min(self.best(self.k_max), len(drafts))
+
+
+@dataclass
+class TreeBreakEven:
+    """Adaptive tree budget: the break-even rule for trees.
+
+    A drafter builds its tree best guesses first (tree.best_first_tree; the ngram trie: its best continuation
+    first), so node j of a tree of budget N is the drafter's (j + 1)-th best guess. Let a_j be the chance that
+    node j lies on the accepted path (an exponential moving average per rank, updated after every step). Then a
+    step with budget N emits E(N) = 1 + a_0 + ... + a_{N-1} tokens on average and costs N c + v(N + 1), and
+
+        N* = argmax_{0 <= N <= budget_max} E(N) / (N c + v(N + 1)),     N* = 0: a plain decode step (speed 1)
+
+    Each a_j starts at prior^(j + 1) (a chain whose drafts are kept with probability `prior`). The budget
+    depends only on the past, never on what is drafted: exactness holds for every kind of tree. While the rule
+    decodes plainly, one node is tried every `probe_every` steps, so that a_0 can recover."""
+    budget_max: int = 8
+    draft_cost: float = 0.0  # c, per node
+    verify_cost: VerifyCost = VerifyCost()  # v
+    prior: float = 0.3
+    rate: float = 0.3
+    probe_every: int = 8
+    on_path: list = None  # [budget_max] a_j
+    skipped: int = 0
+
+    def __post_init__(self):
+        if self.on_path is None:
+            self.on_path = [self.prior ** (j + 1) for j in range(self.budget_max)]
+
+    def speed(self, n: int) -> float:
+        """E(n) / (n c + v(n + 1)): expected tokens per unit of time, relative to vanilla decoding."""
+        return (1.0 + sum(self.on_path[:n])) / (n * self.draft_cost + self.verify_cost(n + 1))
+
+    def budget(self) -> int:
+        """N*, the smallest on a tie (or a probe of one node)."""
+        best_n, best_s = 0, self.speed(0)
+        for n in range(1, self.budget_max + 1):
+            s = self.speed(n)
+            if s > best_s:
+                best_n, best_s = n, s
+        if best_n == 0:
+            self.skipped += 1
+            return 1 if self.skipped % self.probe_every == 0 else 0
+        return best_n
+
+    def observe(self, size: int, path: list) -> None:
+        """After a step that verified a tree of `size` nodes and accepted the nodes `path`."""
+        kept = set(path)
+        for j in range(min(size, self.budget_max)):
+            self.on_path[j] += self.rate * ((1.0 if j in kept else 0.0) - self.on_path[j])

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .adaptive import BreakEven, FixedK, VerifyCost
+from .adaptive import BreakEven, FixedK, TreeBreakEven, VerifyCost
 from .decoding import Stats, check_prompt, choose, prefill
 from .drafters.base import Drafter, Proposal, TargetView
 from .fast.kernels import MAX_INVARIANT_ROWS
@@ -171,7 +171,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     """Yield new tokens as they are accepted. Fills `stats` (SpecStats) and appends StepTraces to `trace`.
 
     tree > 0 verifies a tree of up to `tree` guesses per step (tinyspec.tree; k then bounds its depth) instead of
-    a chain of k drafts.
+    a chain of k drafts; with adaptive, the tree break-even rule (adaptive.TreeBreakEven) sets each step's budget.
 
     With adaptive, k is the most drafts per step and the break-even rule (adaptive.BreakEven) verifies 0..k of
     them each step, from the acceptance so far, the drafter's cost c (`drafter.cost`) and `verify_cost` v(m).
@@ -206,16 +206,19 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
     view = TargetView(model, cache, hidden, drafter_random)
     drafter.begin(view, prompt, params)
     policy = BreakEven(k, float(drafter.cost or 0.0), verify_cost) if adaptive else FixedK(k)
+    budget = TreeBreakEven(tree, float(drafter.cost or 0.0), verify_cost) if adaptive and tree else None
     while True:
         position = len(context)  # absolute position of d1; the cache holds len(context) - 1 positions
         # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens), and keep the drafts
         #         the policy verifies; or a tree of guesses
-        ask = min(policy.to_ask(context), max_new_tokens - stats.new_tokens - 1)
+        most = max_new_tokens - stats.new_tokens - 1  # the most drafts that could still be emitted
         if tree:
-            guesses = drafter.propose_tree(context, tree, ask) if ask > 0 else TokenTree([], [])
+            depth, n_nodes = min(k, most), (budget.budget() if budget else tree)  # adaptive: the rule's budget
+            guesses = drafter.propose_tree(context, n_nodes, depth) if depth and n_nodes else TokenTree([], [])
             offered = drafted = guesses.tokens
-            layout, parents = guesses.layout(start=position - 1), guesses.parents  # the tree's rows, after the context
+            layout, parents = guesses.layout(start=position - 1), guesses.parents  # its rows, after the context
         else:
+            ask = min(policy.to_ask(context), most)
             proposal = drafter.propose(context, ask) if ask > 0 else Proposal([])
             offered = [int(t) for t in proposal.tokens[:ask]]
             drafted = offered[: policy.cut(position, offered, proposal.q is None)]
@@ -228,6 +231,8 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         # Step 3: verify: keep d_1..d_n_ok (a tree: the nodes of one path), then the target's own token
         if tree:
             verdict = verify_tree(logits, guesses, params, verifier, random, position)
+            if budget:
+                budget.observe(len(guesses), verdict.path)
             kept = [position + i for i in verdict.path]  # the cache rows of the accepted nodes
             last_row = verdict.path[-1] + 1 if verdict.path else 0
         else:
