@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/kernels.py` from a source checkout
     sys.path.insert(0, str(REPO))
 
-from tinyspec import kernels  # noqa: E402
+from tinyspec.fast import kernels  # noqa: E402
 
 LM_HEAD = (262144, 640)  # Gemma 3 270M's tied embedding / output layer [V, d]
 BLOCK = (2048, 640)  # a block's gate_proj / up_proj [f, d]
@@ -169,7 +169,7 @@ def matmul_table(shape, rows=ROWS, repeats: int = 7, per_turn: int = 1, seed: in
 
 def compile_table() -> Table:
     """kernels.warmup() in a fresh process with an empty cache directory, then again with it filled."""
-    code = "import time; t = time.perf_counter(); from tinyspec import kernels; s = kernels.warmup(); " \
+    code = "import time; t = time.perf_counter(); from tinyspec.fast import kernels; s = kernels.warmup(); " \
            "print(s, time.perf_counter() - t)"
     t = Table("Compile time: every kernel's first call", ["cache", "warmup() s", "import + warmup() s"])
     with tempfile.TemporaryDirectory() as cache:

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyspec import kernels
-from tinyspec.kernels import (attention_numba, attention_numpy, get_ops, matmul_numba, matmul_numpy,
-                              rms_norm_numba, rms_norm_numpy)
+from tinyspec.fast import kernels
+from tinyspec.fast.kernels import attention_numba, matmul_numba, rms_norm_numba
+from tinyspec.ops import attention as attention_numpy, get_ops, matmul as matmul_numpy, rms_norm as rms_norm_numpy
 
 TOL = 1e-5
 FAST = settings(deadline=None, max_examples=40, derandomize=True)  # the same examples every run

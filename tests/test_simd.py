@@ -1,6 +1,6 @@
 """The SIMD building blocks, and the summation order the kernels document, checked bitwise.
 
-The order (tinyspec/kernels.py, section 1): lane l (0 <= l < 8) sums x[k] * w[k] for k = l, l + 8, ... in
+The order (tinyspec/fast/kernels.py, section 1): lane l (0 <= l < 8) sums x[k] * w[k] for k = l, l + 8, ... in
 increasing k, one fused multiply-add per term; then lane l + 4 onto l, l + 2 onto l, l + 1 onto l. The
 reference below spells that out one scalar at a time, so the vectorized tiles (3-row, 2-row, 1-row, the
 one-product remainder, the attention scores) must reproduce it bit for bit.
@@ -10,8 +10,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from numba import njit
 
-from tinyspec import kernels
-from tinyspec.simd import WIDTH, fma, vfma, vload, vstore, vzero
+from tinyspec.fast import kernels
+from tinyspec.fast.simd import WIDTH, fma, vfma, vload, vstore, vzero
 
 FAST = settings(deadline=None, max_examples=30, derandomize=True)
 

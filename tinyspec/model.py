@@ -10,7 +10,7 @@ Hkv = key/value heads, hd = head_dim, f = intermediate_size, V = vocab_size.
 # 4. MLP               GeGLU: down(gelu_tanh(gate(h)) * up(h))
 # 5. The head          final RMSNorm, then logits = h @ E.T (tied to the embedding)
 
-The three heavy operations (matmul, attention, RMSNorm) come from a backend table (`tinyspec.kernels`):
+The three heavy operations (matmul, attention, RMSNorm) come from a backend table (`tinyspec.ops`):
 "numpy" is the readable reference, "numba" the fast batch-invariant kernels that make a token's logits
 bitwise the same whether it is computed alone or inside a verification batch. Everything else here is
 element-wise NumPy, which computes each element the same way whatever the batch.
@@ -22,7 +22,7 @@ import numpy as np
 
 from .cache import KVCache
 from .config import Config
-from .kernels import Ops, get_ops
+from .ops import Ops, get_ops
 from .weights import Layer, Weights
 
 

@@ -40,8 +40,8 @@ class TrainConfig:
     gen_new: int = 112  # greedy tokens per continuation (short: early continuations, not late loops)
     text_batch: int = 8  # corpus chunks per data job
     text_every: int = 4  # one corpus job after every this many generation jobs: self-written greedy text is
-    #                      what drafting sees (held-out agreement on it and on bench prose differ by 3x), though
-    #                      it costs ~3x more per token than a prefill of corpus text
+    #                      what drafting sees (held-out agreement on it and on bench prose differ widely:
+    #                      bench/results.md), though it costs more per token than a prefill of corpus text
     heldout_seqs: int = 8  # held-out corpus chunks (their features include the target's full argmax)
     max_code_files: int = 200  # standard-library modules read, in alphabetical order
     lr: float = 4e-4  # Adam's peak learning rate (cosine decay to a tenth over the training time)

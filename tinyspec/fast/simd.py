@@ -3,9 +3,8 @@ a prefetch hint.
 
 Numba has no vector type: it vectorizes loops when LLVM decides it can, and keeps a running sum in a register
 only when the loop around it is simple enough. The matmul tile needs twelve 8-lane running sums to stay in
-registers for the whole length of a row, which LLVM's vectorizer does not do by itself (measured on one core,
-data in cache: the auto-vectorized tile did 22 billion multiply-adds a second, this one 33). So the kernels
-say it explicitly:
+registers for the whole length of a row, which LLVM's vectorizer does not do by itself (the auto-vectorized
+tile was measurably slower: bench/results.md, "Kernel design measurements"). So the kernels say it explicitly:
 
     acc = vzero()                      # 8 lanes of 0.0
     for k in range(0, kend, WIDTH):

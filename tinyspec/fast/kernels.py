@@ -1,13 +1,14 @@
-"""The heavy operations of the forward pass, twice: plain NumPy (the reference you read) and Numba (fast, and
-batch-invariant: the exactness of speculative decoding rests on it).
+"""The Numba kernels behind `get_ops("numba")`: matmul, attention and RMSNorm, fast and batch-invariant (the
+exactness of speculative decoding rests on it). Their plain NumPy twins, the reference they are tested
+against, are in tinyspec/ops.py.
 
 # 1. Why batch-invariant
 
 Greedy speculative decoding emits exactly what greedy vanilla decoding emits only if the target scores a token
 identically whether it is computed alone (vanilla, M = 1 row) or inside a verification batch (M = k + 1 rows).
 BLAS does not promise that: OpenBLAS runs a different kernel for one row (gemv) than for several (gemm), so
-the last bits of the logits move and near-ties flip. The Numba kernels below fix the order in which every
-output element is summed, and make it depend on nothing but that element's own inputs:
+the last bits of the logits move and near-ties flip. The kernels below fix the order in which every output
+element is summed, and make it depend on nothing but that element's own inputs:
 
     matmul   out[m, n] = x[m] . W[n]: lane l (0 <= l < 8) sums x[m, k] * W[n, k] for k = l, l + 8, l + 16,
              ... in increasing k, one fused multiply-add (FMA, rounded once) per term, the last K % 8 terms
@@ -16,10 +17,10 @@ output element is summed, and make it depend on nothing but that element's own i
              visible keys in increasing position, one query row and head at a time.
     rms_norm   the sum of squares of a row is the same lane-ordered dot product of the row with itself.
 
-The dot products are written with explicit 8-lane vector operations (`tinyspec.simd`: vload, vfma), so the
-compiler has nothing to choose in them: a 3-row tile, a 1-row tile or a one-product remainder computes every
-element with the same FMAs in the same order, and the tests check it bitwise. No kernel asks for
-reassociation (attention's weighted sum allows only "contract", which turns `a += p * v` into one FMA).
+The dot products are written with explicit 8-lane vector operations (`tinyspec.fast.simd`: vload, vfma), so
+the compiler has nothing to choose in them: a 3-row tile, a 1-row tile or a one-product remainder computes
+every element with the same FMAs in the same order. No kernel asks for reassociation (attention's weighted sum
+allows only "contract", which turns `a += p * v` into one FMA).
 
 # 2. Why fast
 
@@ -27,57 +28,55 @@ Decoding is memory-bound: the LM head alone is 262144 x 640 float32 = 671 MB per
 streams each weight row once and uses it for every row of x. The inner tile multiplies 4 rows of W by 3 rows
 of x: twelve dot products whose lane sums stay in twelve registers for the whole row, each step loading 7
 pieces of 8 floats for 12 FMAs; threads split the rows of W. So verifying 8 tokens costs far less than 8
-decodes; BLAS gemm, by contrast, costs 2-3x gemv here (bench/kernels.py measures both). The tile is spelled
-out with simd.py's vectors because LLVM's auto-vectorizer does not keep twelve sums in registers across a
-loop of unknown length: the previous, auto-vectorized tile (4 x 2 rows, sums stored to memory every 128
-values) was 1.25x slower on the 8-row LM head and 1.4-1.75x slower on a block's matrices (measured side by
-side on 2 cores here).
+decodes, where BLAS gemm costs a multiple of gemv. The tile is spelled out with simd.py's vectors because
+LLVM's auto-vectorizer does not keep twelve sums in registers across a loop of unknown length (the previous,
+auto-vectorized tile, 4 x 2 rows with its sums stored to memory every 128 values, was slower).
 
 How the rows are read matters as much. The 4 rows of a tile are not neighbours but a quarter of the thread's
 share apart (rows n, n + S, n + 2S, n + 3S), so each thread reads four long runs of memory front to back,
-which the CPU's hardware prefetcher follows well. Four neighbouring rows (a 10 KB run, then the next) it
-followed badly: one core read the LM head at 10 GB/s that way and at 18 GB/s as four streams, and the
-one-token forward went from about 70 ms to about 50 ms (measured on 2 cores here).
+which the CPU's hardware prefetcher follows well; four neighbouring rows (a 10 KB run, then the next) it
+follows badly.
 
 With several rows of x the prefetcher is not enough. Only the first tile of each step reads the four rows
-from memory; the later tiles compute on them from cache, and during that time nothing was being read: on one
-core, an 8-row LM head took about as long as streaming the weights (the 1-row time) plus computing on
-them in cache, one after the other. So the later tiles also ask for the next step's rows (`simd.prefetch`,
-one hint per 64-byte line), and reading overlaps computing: with it the 8-token forward was about 8% faster,
-the 1-token forward unchanged (two runs of 15 turns, side by side on 2 cores).
+from memory; the later tiles compute on them from cache, and during that time nothing would be read: the
+matmul would take the time of streaming the weights plus the time of computing on them in cache, one after
+the other. So the later tiles also ask for the next step's rows (`simd.prefetch`, one hint per 64-byte line),
+and reading overlaps computing.
 
 Small problems run on the calling thread alone (below PARALLEL_MIN_WORK multiply-adds): waking a second
-thread costs microseconds on an idle machine, more than a k_proj at decode takes. The threshold is set for an
-idle machine, where splitting a block's larger matrices over both cores made a one-token forward about 20%
-faster (measured on 2 cores). On an oversubscribed machine every parallel call waits for the OS to schedule
-its other thread (measured here at load 10: ~16 ms per call): there, NUMBA_NUM_THREADS=1 makes every kernel
-single-threaded, with bitwise the same results.
+thread costs more than a k_proj at decode takes. The threshold is set for an idle machine, where splitting a
+block's larger matrices over the cores pays. On an oversubscribed machine every parallel call waits for the OS
+to schedule its other threads: there, NUMBA_NUM_THREADS=1 makes every kernel single-threaded, with bitwise the
+same results.
 
-# 3. The backend table
+Measure all of this on your machine with `python bench/kernels.py` (kernels against BLAS, M = 1 against
+M = 8, the memory floor); bench/results.md ("Kernel design measurements") keeps the figures behind each choice
+above.
 
-`get_ops("numpy")` and `get_ops("numba")` return an `Ops(matmul, attention, rms_norm)` the model calls.
-The numba table sends matmuls with more than 64 rows (the prefill) to NumPy/BLAS: the prefill is shared by
-the vanilla and the speculative run, so it need not be batch-invariant, only identical in both, and it is.
+# 3. How they are tested
 
-    >>> x = np.arange(6, dtype=np.float32).reshape(2, 3); W = np.ones((4, 3), np.float32)
-    >>> matmul_numpy(x, W)
-    array([[ 3.,  3.,  3.,  3.],
-           [12., 12., 12., 12.]], dtype=float32)
+tests/test_kernels.py checks each kernel against a float64 reference and against its NumPy twin, and batch
+invariance bitwise: a row computed alone equals the same row inside a batch, at every row count a
+verification can have, and one thread equals all threads. tests/test_simd.py spells the summation order of
+section 1 out one scalar at a time; every tile must reproduce it bit for bit.
 
-Element-wise NumPy (np.exp, np.tanh, sin/cos, +, *) computes each element alone and the same way whatever
-the array's length (checked for this machine in tests/test_kernels.py), so it stays in the model.
+# 4. The table
+
+`NUMBA` is the `Ops` that `tinyspec.ops.get_ops("numba")` returns. It sends matmuls with more than
+MAX_INVARIANT_ROWS rows (the prefill) to NumPy/BLAS: the prefill is shared by the vanilla and the speculative
+run, so it need not be batch-invariant, only identical in both, and it is. (Element-wise NumPy needs no
+kernel: see tinyspec/ops.py.)
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import numba
 from numba import njit, prange
 
+from ..ops import Ops, matmul as matmul_numpy
 from .simd import WIDTH, fma, prefetch, vfma, vload, vstore, vzero
 
 PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone (k_proj,
@@ -88,11 +87,6 @@ _FMA = {"contract"}  # attention's weighted sum: fuse a += p * v into one FMA; n
 
 
 # 1. matmul ------------------------------------------------------------------------------------------------
-
-def matmul_numpy(x, W):  # [M, K], [N, K] -> [M, N]
-    """x @ W.T: W is stored as the checkpoint stores it, one output feature per row."""
-    return x @ W.T  # [M, N]
-
 
 @njit(inline="always")
 def _fetch(W, ahead, S, k, r0, r1):  # prefetch the cache lines of W[ahead + r S, k : k + 16] for r0 <= r < r1
@@ -261,28 +255,6 @@ def _f32(a, name, ndim, copy_ok=True):
 
 # 2. attention ---------------------------------------------------------------------------------------------
 
-def attention_numpy(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
-    """Grouped-query attention of M new queries (positions start .. start+M-1) over the cache.
-
-    Query head h reads kv head h // (Hq // Hkv). The query at position p sees keys at positions lo .. p, where
-    lo = max(0, p - window + 1) (window counts the current position; window = 0 means no window)."""
-    M, Hq, D = q.shape
-    T = start + M  # valid cache rows; rows past T are never read
-    group = Hq // k_cache.shape[1]
-    k = np.repeat(k_cache[:T], group, axis=1)  # [T, Hq, D]  each kv head serves `group` query heads
-    v = np.repeat(v_cache[:T], group, axis=1)  # [T, Hq, D]
-    scores = np.einsum("mhd,thd->hmt", q, k) * np.float32(scale)  # [Hq, M, T]
-    pos_q = np.arange(start, T)[:, None]  # [M, 1]
-    pos_k = np.arange(T)[None, :]  # [1, T]
-    visible = pos_k <= pos_q  # [M, T]  causal
-    if window > 0:
-        visible &= pos_k > pos_q - window  # [M, T]  sliding window
-    scores = np.where(visible, scores, -np.inf)  # [Hq, M, T]
-    p = np.exp(scores - scores.max(axis=-1, keepdims=True))  # [Hq, M, T]
-    p /= p.sum(axis=-1, keepdims=True)  # [Hq, M, T]  softmax over the visible keys
-    return np.einsum("hmt,thd->mhd", p, v).astype(np.float32)  # [M, Hq, D]
-
-
 @njit(fastmath=_FMA, cache=True)
 def _attend(q, k_cache, v_cache, start, window, scale, m, h, o):  # one query row m, head h -> o [D]
     Hq, D = q.shape[1], q.shape[2]
@@ -361,7 +333,7 @@ def _attention_serial(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D],
 
 
 def attention_numba(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
-    """Same as attention_numpy, batch-invariant per query row, reading cache rows 0 .. start+M-1 only."""
+    """Same as tinyspec.ops.attention, batch-invariant per query row, reading cache rows 0 .. start+M-1 only."""
     q = _f32(q, "q", 3)
     k_cache = _f32(k_cache, "k_cache", 3, copy_ok=False)
     v_cache = _f32(v_cache, "v_cache", 3, copy_ok=False)
@@ -380,14 +352,9 @@ def attention_numba(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [
 
 # 3. RMSNorm -----------------------------------------------------------------------------------------------
 
-def rms_norm_numpy(x, scale, eps):  # [R, D], [D] -> [R, D]
-    """x / sqrt(mean(x^2) + eps) * scale, row by row (scale is the full multiplier: Gemma's 1 + w)."""
-    return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * scale).astype(np.float32)
-
-
 @njit(cache=True)
 def _rms_norm_numba(x, scale, eps):  # [R, D], [D] -> [R, D]
-    """One thread: even the prefill's 1500 x 640 values take about a millisecond, less than waking threads."""
+    """On the calling thread: a norm is too little work to pay for waking others, even at the prefill."""
     R, D = x.shape
     out = np.empty((R, D), np.float32)
     for r in range(R):
@@ -400,7 +367,7 @@ def _rms_norm_numba(x, scale, eps):  # [R, D], [D] -> [R, D]
 
 
 def rms_norm_numba(x, scale, eps):  # [R, D], [D] -> [R, D]
-    """Same as rms_norm_numpy, each row computed alone."""
+    """Same as tinyspec.ops.rms_norm, each row computed alone."""
     x = _f32(x, "x", 2)
     scale = _f32(scale, "scale", 1)
     if scale.shape[0] != x.shape[1]:
@@ -408,33 +375,17 @@ def rms_norm_numba(x, scale, eps):  # [R, D], [D] -> [R, D]
     return _rms_norm_numba(x, scale, float(eps))
 
 
-# 4. The backend table -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Ops:
-    matmul: Callable  # (x [M, K], W [N, K]) -> x @ W.T [M, N]
-    attention: Callable  # (q [M, Hq, D], k_cache, v_cache [T_cap, Hkv, D], start, window, scale) -> [M, Hq, D]
-    rms_norm: Callable  # (x [R, D], scale [D], eps) -> [R, D]
-
+# 4. The table ----------------------------------------------------------------------------------------------
 
 def matmul_decode_or_prefill(x, W):  # [M, K], [N, K] -> [M, N]
-    """The numba table's matmul: the batch-invariant kernel for M <= 64 rows (decoding, verification);
-    BLAS above (the prefill, which vanilla and speculative runs share, so it needs no invariance)."""
+    """The numba table's matmul: the batch-invariant kernel for M <= MAX_INVARIANT_ROWS rows (decoding,
+    verification); BLAS above (the prefill, which vanilla and speculative runs share, so it needs no invariance)."""
     if x.shape[0] > MAX_INVARIANT_ROWS:
         return matmul_numpy(x, W)
     return matmul_numba(x, W)
 
 
-BACKENDS = {
-    "numpy": Ops(matmul=matmul_numpy, attention=attention_numpy, rms_norm=rms_norm_numpy),
-    "numba": Ops(matmul=matmul_decode_or_prefill, attention=attention_numba, rms_norm=rms_norm_numba),
-}
-
-
-def get_ops(name: str) -> Ops:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[name]
+NUMBA = Ops(matmul=matmul_decode_or_prefill, attention=attention_numba, rms_norm=rms_norm_numba)
 
 
 def warmup() -> float:
