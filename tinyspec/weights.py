@@ -87,6 +87,17 @@ class Weights:
     norm: np.ndarray  # [d]         the final RMSNorm scale
 
 
+def weight_bytes(w: Weights, blocks: int | None = None) -> dict:
+    """Bytes of the weights one decode forward through the first `blocks` blocks (default all) reads: their
+    matrices and norms, the final norm, and the LM head (the tied embedding read in full; the embedding lookup
+    itself reads only M rows). Decoding is memory-bound, so this is a forward's cost; a drafter's c is a ratio
+    of two of these."""
+    layers = w.layers if blocks is None else w.layers[:blocks]
+    block_bytes = sum(getattr(layer, f).nbytes for layer in layers for f in layer.__dataclass_fields__)
+    head, norm = w.embed_tokens.nbytes, w.norm.nbytes
+    return {"blocks": block_bytes, "head": head, "norm": norm, "total": block_bytes + head + norm}
+
+
 # checkpoint name of each Layer field, and the GGUF name it comes from
 LAYER_NAMES = {
     "input_layernorm": ("model.layers.{i}.input_layernorm.weight", "blk.{i}.attn_norm.weight"),
