@@ -2,13 +2,16 @@
 independently below (whole sequence at once, no cache, per-head loops, RoPE as a complex rotation), and
 KV-cache equivalences (one call, token by token, arbitrary chunks, roll back and re-append)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyspec.config import tiny_config
-from tinyspec.model import Model, gelu_tanh, rope
+from tinyspec.model import Model, embed, forward_hidden, gelu_tanh, rope
 from tinyspec.weights import random_weights
 
 BACKENDS = ["numpy", "numba"]
@@ -109,6 +112,49 @@ def test_gelu_tanh_known_values():
     x = np.array([0.0, 1.0, -1.0, 3.0], np.float32)
     # 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))) evaluated by hand: 0, 0.841192, -0.158808, 2.996363
     np.testing.assert_allclose(gelu_tanh(x), [0.0, 0.8411920, -0.1588080, 2.9963627], rtol=1e-6, atol=1e-7)
+
+
+# --- several sequences in one forward ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_forward_over_several_caches_equals_a_forward_per_sequence(backend):
+    """forward_hidden over B caches of different lengths (the MTP data's batch): each sequence's rows are what
+    Model.hidden gives that sequence alone, written to its own cache; bitwise with the batch-invariant kernels."""
+    model = tiny_model(4, backend)
+    contexts, new = [[2, 5], [2, 9, 10, 11], [2]], np.array([[3, 4], [5, 6], [7, 8]])  # B = 3 sequences, 2 new each
+    caches, alone, own_caches = [], [], []
+    for context, tokens in zip(contexts, new):
+        caches.append(model.new_cache(1))
+        model.hidden(context, caches[-1])
+        own_caches.append(model.new_cache(1))
+        model.hidden(context, own_caches[-1])
+        alone.append(model.hidden(tokens, own_caches[-1]))  # [2, d]
+    residuals = []
+    h = forward_hidden(new.reshape(-1), model.weights, model.cfg, caches, model.ops, residuals=residuals)  # [6, d]
+    assert h.shape == (6, model.cfg.hidden_size) and len(residuals) == model.cfg.num_layers
+    assert np.array_equal(residuals[0], embed(new.reshape(-1), model.weights.embed_tokens, model.cfg.hidden_size))
+    for b, (cache, own) in enumerate(zip(caches, own_caches)):
+        assert cache.length == own.length == len(contexts[b]) + 2
+        if backend == "numba":
+            np.testing.assert_array_equal(h[2 * b: 2 * b + 2], alone[b])
+            for i in range(model.cfg.num_layers):
+                np.testing.assert_array_equal(cache.k[i][:cache.length], own.k[i][:own.length])
+                np.testing.assert_array_equal(cache.v[i][:cache.length], own.v[i][:own.length])
+        np.testing.assert_allclose(h[2 * b: 2 * b + 2], alone[b], rtol=1e-5, atol=1e-5)
+        for i in range(model.cfg.num_layers):
+            np.testing.assert_allclose(cache.k[i][:cache.length], own.k[i][:own.length], rtol=1e-5, atol=1e-5)
+
+
+def test_the_numpy_backend_never_imports_numba():
+    """A learner reading and running backend="numpy" needs NumPy only: tinyspec.ops and tinyspec.model import no
+    Numba (get_ops("numba") imports tinyspec.fast when asked for it)."""
+    code = ("import sys; from tinyspec.config import tiny_config; from tinyspec.model import Model; "
+            "from tinyspec.weights import random_weights; cfg = tiny_config(); "
+            "model = Model(cfg, random_weights(cfg), backend='numpy'); model.forward([2, 7], model.new_cache()); "
+            "numba = sorted(m for m in sys.modules if m.startswith(('numba', 'tinyspec.fast'))); "
+            "assert not numba, numba")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
 
 
 # --- the KV cache ----------------------------------------------------------------------------------------------

@@ -4,16 +4,20 @@ Shapes: M = new tokens in this call, T = positions in the cache after it, d = hi
 Hkv = key/value heads, hd = head_dim, f = intermediate_size, V = vocab_size.
 
 # 1. Embeddings        x = E[tokens] * sqrt(d)
-# 2. One block         x += norm(attention(norm(x)));  x += norm(mlp(norm(x)))   (four RMSNorms)
-# 3. Attention         q, k, v projections; RMSNorm of each q and k head; RoPE; grouped-query attention with a
+# 2. Attention         q, k, v projections; RMSNorm of each q and k head; RoPE; grouped-query attention with a
 #                      causal mask and, on local layers, the sliding window
-# 4. MLP               GeGLU: down(gelu_tanh(gate(h)) * up(h))
-# 5. The head          final RMSNorm, then logits = h @ E.T (tied to the embedding)
+# 3. MLP               GeGLU: down(gelu_tanh(gate(h)) * up(h))
+# 4. One block         x += norm(attention(norm(x)));  x += norm(mlp(norm(x)))   (four RMSNorms)
+# 5. The forward pass  the blocks, a final RMSNorm, then the head: logits = h @ E.T (tied to the embedding)
 
-The three heavy operations (matmul, attention, RMSNorm) come from a backend table (`tinyspec.ops`):
-"numpy" is the readable reference, "numba" the fast batch-invariant kernels that make a token's logits
-bitwise the same whether it is computed alone or inside a verification batch. Everything else here is
-element-wise NumPy, which computes each element the same way whatever the batch.
+The cache: a forward over M new tokens after start = cache.length cached ones writes their keys and values at
+rows start .. start+M-1 of every layer it runs, and attention reads rows 0 .. start+M-1. `cache.length`
+becomes start + M only after the last block.
+
+The three heavy operations (matmul, attention, RMSNorm) come from a backend table, `ops`: tinyspec/ops.py
+holds them in plain NumPy (backend="numpy", the reference); backend="numba" uses the fast kernels of
+tinyspec/fast/, batch-invariant, so that a token's logits are bitwise the same whether it is computed alone or
+inside a verification batch. Everything else here is element-wise NumPy.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def embed(tokens, embed_tokens, hidden_size):  # [M] -> [M, d]
     return embed_tokens[tokens] * np.float32(np.sqrt(hidden_size))  # [M, d]  Gemma scales by sqrt(d)
 
 
-# 3. Attention -------------------------------------------------------------------------------------------
+# 2. Attention -------------------------------------------------------------------------------------------
 
 def rope(x, positions, theta):  # [M, heads, hd] -> [M, heads, hd]
     """Rotary position embedding, the "rotate half" form: dimension i pairs with i + hd/2.
@@ -47,9 +51,12 @@ def rope(x, positions, theta):  # [M, heads, hd] -> [M, heads, hd]
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)  # [M, heads, hd]
 
 
-def attention_block(x, layer: Layer, i: int, cache: KVCache, start: int, cfg: Config, ops: Ops):  # [M, d] -> [M, d]
-    M = x.shape[0]
-    positions = np.arange(start, start + M)  # [M]  absolute positions of the new tokens
+def attention_block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops):  # [M, d] -> [M, d]
+    """`cache` is the sequence's KVCache, `start` the position of its first new token. A forward over B sequences
+    passes a list of B caches and a list of B starts instead: the rows are their tokens, M/B each, in order."""
+    caches, starts = (cache, start) if isinstance(cache, list) else ([cache], [start])
+    M, n = x.shape[0], x.shape[0] // len(caches)  # new tokens: in all, per sequence
+    positions = np.concatenate([np.arange(s, s + n) for s in starts])  # [M]  absolute positions of the new tokens
     q = ops.matmul(x, layer.q_proj).reshape(M, cfg.num_heads, cfg.head_dim)  # [M, H, hd]
     k = ops.matmul(x, layer.k_proj).reshape(M, cfg.num_kv_heads, cfg.head_dim)  # [M, Hkv, hd]
     v = ops.matmul(x, layer.v_proj).reshape(M, cfg.num_kv_heads, cfg.head_dim)  # [M, Hkv, hd]
@@ -57,12 +64,15 @@ def attention_block(x, layer: Layer, i: int, cache: KVCache, start: int, cfg: Co
     k = ops.rms_norm(k.reshape(-1, cfg.head_dim), layer.k_norm, cfg.rms_norm_eps).reshape(k.shape)  # [M, Hkv, hd]
     q = rope(q, positions, cfg.rope_theta(i))  # [M, H, hd]
     k = rope(k, positions, cfg.rope_theta(i))  # [M, Hkv, hd]
-    cache.write(i, start, k, v)  # keys and values of positions start .. start+M-1
-    out = ops.attention(q, cache.k[i], cache.v[i], start, cfg.window(i), cfg.query_scale)  # [M, H, hd]
+    out = np.empty_like(q)  # [M, H, hd]
+    for b, (cache, start) in enumerate(zip(caches, starts)):  # each sequence reads and writes its own cache
+        new = slice(b * n, (b + 1) * n)  # its rows
+        cache.write(i, start, k[new], v[new])  # keys and values of positions start .. start+n-1
+        out[new] = ops.attention(q[new], cache.k[i], cache.v[i], start, cfg.window(i), cfg.query_scale)
     return ops.matmul(out.reshape(M, -1), layer.o_proj)  # [M, d]
 
 
-# 4. MLP -------------------------------------------------------------------------------------------------
+# 3. MLP -------------------------------------------------------------------------------------------------
 
 def gelu_tanh(x):  # [...] -> [...]
     """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
@@ -76,9 +86,9 @@ def mlp(x, layer: Layer, ops: Ops):  # [M, d] -> [M, d]
     return ops.matmul(gelu_tanh(gate) * up, layer.down_proj)  # [M, d]
 
 
-# 2. One block -------------------------------------------------------------------------------------------
+# 4. One block -------------------------------------------------------------------------------------------
 
-def block(x, layer: Layer, i: int, cache: KVCache, start: int, cfg: Config, ops: Ops):  # [M, d] -> [M, d]
+def block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops):  # [M, d] -> [M, d]
     eps = cfg.rms_norm_eps
     h = ops.rms_norm(x, layer.input_layernorm, eps)  # [M, d]
     h = attention_block(h, layer, i, cache, start, cfg, ops)  # [M, d]
@@ -88,20 +98,27 @@ def block(x, layer: Layer, i: int, cache: KVCache, start: int, cfg: Config, ops:
     return x + ops.rms_norm(h, layer.post_feedforward_layernorm, eps)  # [M, d]
 
 
-# 5. The whole forward pass ------------------------------------------------------------------------------
+# 5. The whole forward pass and the head -----------------------------------------------------------------
 
-def forward_hidden(tokens, w: Weights, cfg: Config, cache: KVCache, ops: Ops, layers=None):  # [M] -> [M, d]
+def forward_hidden(tokens, w: Weights, cfg: Config, caches, ops: Ops, layers=None, residuals=None):  # [M] -> [M, d]
     """Run the blocks over M new tokens, appending them to the cache. Returns the final-normed hidden state.
 
-    `layers` (default all) runs only the first `layers` blocks: the early-exit drafter's partial forward."""
+    `caches` is a list: one KVCache (Model.hidden), or B of them to run B sequences in one forward, their M/B
+    tokens each in order (every weight is then read once for all of them: tinyspec.mtp.data).
+    `layers` (default all) runs only the first `layers` blocks: the early-exit drafter's partial forward.
+    `residuals`, a list, receives the residual stream entering each block [M, d] (what the MTP drafter reads)."""
     tokens = np.asarray(tokens, dtype=np.int64)  # [M]
-    n_layers = cfg.num_layers if layers is None else layers
-    start = cache.length
-    cache.reserve(start + len(tokens))
+    n = len(tokens) // len(caches)  # new tokens per sequence
+    starts = [cache.length for cache in caches]
+    for cache in caches:
+        cache.reserve(cache.length + n)
     x = embed(tokens, w.embed_tokens, cfg.hidden_size)  # [M, d]
-    for i in range(n_layers):
-        x = block(x, w.layers[i], i, cache, start, cfg, ops)  # [M, d]
-    cache.length = start + len(tokens)
+    for i in range(cfg.num_layers if layers is None else layers):
+        if residuals is not None:
+            residuals.append(x)
+        x = block(x, w.layers[i], i, caches, starts, cfg, ops)  # [M, d]
+    for cache, start in zip(caches, starts):
+        cache.length = start + n
     return ops.rms_norm(x, w.norm, cfg.rms_norm_eps)  # [M, d]
 
 
@@ -145,7 +162,7 @@ class Model:
         if cache.length + len(tokens) > self.cfg.max_position_embeddings:
             raise ValueError(f"{cache.length} cached + {len(tokens)} new positions exceed the context length "
                              f"{self.cfg.max_position_embeddings}")
-        return forward_hidden(tokens, self.weights, self.cfg, cache, self.ops, layers)  # [M, d]
+        return forward_hidden(tokens, self.weights, self.cfg, [cache], self.ops, layers)  # [M, d]
 
     def head(self, h):  # [M, d] -> [M, V]
         return lm_head(np.ascontiguousarray(h), self.weights, self.ops)

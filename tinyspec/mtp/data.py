@@ -20,8 +20,8 @@ Features of one sequence (`Features`), from one target forward:
     argmax  [S]            the target's greedy choice after each position (full vocabulary)
 
 `batched_hidden` runs the target over B sequences of equal length at once, each with its own KVCache: the
-same computation as `Model.hidden` (tests check it), batched so that generating B continuations costs about
-one read of the weights per step instead of B.
+model's own forward (`forward_hidden` takes a list of caches), batched so that generating B continuations
+reads the weights once per step instead of B times.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import embed, gelu_tanh, rope
+from ..model import forward_hidden
 
 
 @dataclass
@@ -95,43 +95,14 @@ def chunks(tokenizer, seq_len: int, excluded_lines=(), max_code_files: int = 200
 # --- the target, batched over sequences ----------------------------------------------------------------------
 
 def batched_hidden(model, caches, tokens, capture_layer: int):  # [B, M] -> ([B, M, d], [B, M, d])
-    """Model.hidden for B sequences at once, each with its own cache (each grows by M, from its own length).
-    Also returns the residual stream entering block `capture_layer`."""
-    cfg, w, ops = model.cfg, model.weights, model.ops
+    """Model.hidden for B sequences at once, each with its own cache (each grows by M, from its own length): one
+    forward over their B*M rows (model.forward_hidden). Also returns the residual stream entering block
+    `capture_layer`."""
     tokens = np.asarray(tokens, dtype=np.int64)
     B, M = tokens.shape
-    starts = [c.length for c in caches]
-    for c in caches:
-        c.reserve(c.length + M)
-    positions = np.concatenate([np.arange(s, s + M) for s in starts])  # [B*M]
-    eps, H, Hkv, hd = cfg.rms_norm_eps, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    x = embed(tokens.reshape(-1), w.embed_tokens, cfg.hidden_size)  # [B*M, d]
-    captured = None
-    for i, layer in enumerate(w.layers):
-        if i == capture_layer:
-            captured = x.copy()
-        a = ops.rms_norm(x, layer.input_layernorm, eps)  # [B*M, d]
-        q = ops.matmul(a, layer.q_proj).reshape(-1, H, hd)  # [B*M, H, hd]
-        k = ops.matmul(a, layer.k_proj).reshape(-1, Hkv, hd)  # [B*M, Hkv, hd]
-        v = ops.matmul(a, layer.v_proj).reshape(-1, Hkv, hd)  # [B*M, Hkv, hd]
-        q = rope(ops.rms_norm(q.reshape(-1, hd), layer.q_norm, eps).reshape(q.shape), positions, cfg.rope_theta(i))
-        k = rope(ops.rms_norm(k.reshape(-1, hd), layer.k_norm, eps).reshape(k.shape), positions, cfg.rope_theta(i))
-        out = np.empty_like(q)  # [B*M, H, hd]
-        for b, (c, start) in enumerate(zip(caches, starts)):  # attention: each sequence reads its own cache
-            rows = slice(b * M, (b + 1) * M)
-            c.write(i, start, k[rows], v[rows])
-            out[rows] = ops.attention(np.ascontiguousarray(q[rows]), c.k[i], c.v[i], start, cfg.window(i),
-                                      cfg.query_scale)
-        o = ops.matmul(out.reshape(B * M, -1), layer.o_proj)  # [B*M, d]
-        x = x + ops.rms_norm(o, layer.post_attention_layernorm, eps)  # [B*M, d]
-        m = ops.rms_norm(x, layer.pre_feedforward_layernorm, eps)  # [B*M, d]
-        m = ops.matmul(gelu_tanh(ops.matmul(m, layer.gate_proj)) * ops.matmul(m, layer.up_proj), layer.down_proj)
-        x = x + ops.rms_norm(m, layer.post_feedforward_layernorm, eps)  # [B*M, d]
-    for c, start in zip(caches, starts):
-        c.length = start + M
-    h = ops.rms_norm(x, w.norm, eps)  # [B*M, d]
-    d = cfg.hidden_size
-    return h.reshape(B, M, d), captured.reshape(B, M, d)
+    residuals = []  # [layers] of [B*M, d]: the residual stream entering each block
+    h = forward_hidden(tokens.reshape(-1), model.weights, model.cfg, caches, model.ops, residuals=residuals)
+    return h.reshape(B, M, -1), residuals[capture_layer].reshape(B, M, -1)
 
 
 def head_choose(model, h, temperature=0.0, rng=None, rows: int = 64):  # [R, d] -> ([R], [R])
