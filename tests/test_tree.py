@@ -275,3 +275,54 @@ def test_the_ngram_trie_holds_exactly_the_continuations_it_has_room_for(context,
     assert all(chain[:m] in paths for m in range(1, len(chain) + 1))  # the chain is the trie's first path
     for path in paths:  # every path of the trie is the prefix of some earlier continuation
         assert any(tuple(context[j + 1: j + 1 + len(path)]) == path for j in ends)
+
+
+# --- trees on tiny Gemmas: tree attention, bitwise ------------------------------------------------------------------
+
+def chain_logits(model, prompt, path_tokens):  # the logits after each token of the path, one token at a time
+    cache = model.new_cache()
+    rows = [model.forward(list(prompt), cache)[-1]]
+    for t in path_tokens:
+        rows.append(model.forward([t], cache)[0])
+    return rows
+
+
+@settings(max_examples=examples(25), **SLOW)
+@given(seed=st.integers(0, 50), prompt_len=st.integers(1, 9), budget=st.integers(1, 12), depth=st.integers(1, 6))
+def test_every_tree_row_is_bitwise_the_chain_of_its_path(seed, prompt_len, budget, depth):
+    """One forward over [root] + tree on a tiny Gemma (window 4: paths cross it) gives each row exactly the logits
+    that one-token-at-a-time decoding of that row's path gives, on the batch-invariant kernels."""
+    from helpers import tiny
+
+    model = tiny(seed % 5, max_position_embeddings=64)
+    rng = np.random.default_rng(seed)
+    prompt = [int(t) for t in rng.integers(0, 32, prompt_len)]
+    tree = random_tree(rng, 32, budget, depth)
+    cache = model.new_cache()
+    model.forward(prompt[:-1], cache) if prompt_len > 1 else None
+    start = cache.length
+    logits = model.forward([prompt[-1]] + tree.tokens, cache, tree=tree.layout(start))  # [N + 1, V]
+    assert cache.length == start + len(tree) + 1
+    for node in range(-1, len(tree)):
+        path = [] if node < 0 else tree.path(node)
+        expected = chain_logits(model, prompt, [tree.tokens[i] for i in path])[-1]
+        assert np.array_equal(logits[node + 1], expected), (node, path)
+
+
+@settings(max_examples=examples(40), **SLOW)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 20), budget=st.integers(1, 12), k=st.integers(1, 6),
+       prompt=st.lists(st.integers(0, 31), min_size=1, max_size=8), kind=st.sampled_from(["random-tree", "answer-tree",
+                                                                                          "draft-model-tree"]),
+       adaptive=st.booleans())
+def test_greedy_trees_on_tiny_gemmas_equal_greedy(seed, n, budget, k, prompt, kind, adaptive):
+    """Real KV caches: the accepted path's rows moved into place, rollbacks across the window of 4."""
+    from helpers import tiny
+    from tinyspec.drafters import DraftModelDrafter
+
+    target = tiny(seed % 7, max_position_embeddings=128)
+    vanilla = generate_ids(target, prompt, n, stop_at_eos=False)
+    drafter = DraftModelDrafter(tiny(seed % 7 + 1, max_position_embeddings=128)) if kind == "draft-model-tree" else \
+        RandomTreeDrafter(32, seed, len(prompt), vanilla if kind == "answer-tree" else None)
+    spec = speculative_generate_ids(target, drafter, prompt, n, k=k, tree=budget, stop_at_eos=False,
+                                    adaptive=adaptive)
+    assert spec == vanilla

@@ -27,7 +27,7 @@ import numpy as np
 from .cache import KVCache
 from .config import Config
 from .ops import Ops, get_ops
-from .weights import Layer, Weights
+from .weights import Layer, Weights, weight_bytes
 
 
 # 1. Embeddings ------------------------------------------------------------------------------------------
@@ -51,12 +51,14 @@ def rope(x, positions, theta):  # [M, heads, hd] -> [M, heads, hd]
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)  # [M, heads, hd]
 
 
-def attention_block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops):  # [M, d] -> [M, d]
+def attention_block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops, tree=None):  # [M, d] -> [M, d]
     """`cache` is the sequence's KVCache, `start` the position of its first new token. A forward over B sequences
-    passes a list of B caches and a list of B starts instead: the rows are their tokens, M/B each, in order."""
+    passes a list of B caches and a list of B starts instead: the rows are their tokens, M/B each, in order.
+    `tree` (a tree.TreeLayout): the rows are a tree of guesses, each at the position of its depth (`attend_tree`)."""
     caches, starts = (cache, start) if isinstance(cache, list) else ([cache], [start])
     M, n = x.shape[0], x.shape[0] // len(caches)  # new tokens: in all, per sequence
-    positions = np.concatenate([np.arange(s, s + n) for s in starts])  # [M]  absolute positions of the new tokens
+    positions = np.concatenate([np.arange(s, s + n) for s in starts]) if tree is None else \
+        np.asarray(tree.positions())  # [M]  absolute positions of the new tokens
     q = ops.matmul(x, layer.q_proj).reshape(M, cfg.num_heads, cfg.head_dim)  # [M, H, hd]
     k = ops.matmul(x, layer.k_proj).reshape(M, cfg.num_kv_heads, cfg.head_dim)  # [M, Hkv, hd]
     v = ops.matmul(x, layer.v_proj).reshape(M, cfg.num_kv_heads, cfg.head_dim)  # [M, Hkv, hd]
@@ -68,8 +70,35 @@ def attention_block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops
     for b, (cache, start) in enumerate(zip(caches, starts)):  # each sequence reads and writes its own cache
         new = slice(b * n, (b + 1) * n)  # its rows
         cache.write(i, start, k[new], v[new])  # keys and values of positions start .. start+n-1
-        out[new] = ops.attention(q[new], cache.k[i], cache.v[i], start, cfg.window(i), cfg.query_scale)
+        if tree is None:
+            out[new] = ops.attention(q[new], cache.k[i], cache.v[i], start, cfg.window(i), cfg.query_scale)
+        else:
+            out[new] = attend_tree(q[new], cache.k[i], cache.v[i], start, tree, cfg.window(i), cfg.query_scale, ops)
     return ops.matmul(out.reshape(M, -1), layer.o_proj)  # [M, d]
+
+
+def attend_tree(q, k_cache, v_cache, start, tree, window, scale, ops: Ops):  # [M, H, hd] -> [M, H, hd]
+    """Tree attention: row r sees the context (cache rows < tree.prefix) and its own ancestors only. Each row's
+    path is laid out right after the context, where a chain would hold it, and attended to as a chain: the same
+    keys in the same order, so every row is bitwise what one-token-at-a-time decoding of its path gives. Rows
+    that extend the previous row's path (a stretch of chain) share one call. The tree's rows go back after."""
+    prefix, M = tree.prefix, len(q)
+    tree_k, tree_v = k_cache[prefix: start + M].copy(), v_cache[prefix: start + M].copy()  # rows >= prefix
+    paths = [list(a) + [start + r] for r, a in enumerate(tree.ancestors)]  # cache rows, root first
+    out = np.empty_like(q)  # [M, H, hd]
+    r = 0
+    while r < M:
+        end = r + 1  # rows r .. end-1: each one's path is the previous one's plus itself
+        while end < M and paths[end][:-1] == paths[end - 1]:
+            end += 1
+        path = [row - prefix for row in paths[end - 1]]
+        k_cache[prefix: prefix + len(path)] = tree_k[path]  # the path, where a chain would hold it
+        v_cache[prefix: prefix + len(path)] = tree_v[path]
+        first = prefix + len(paths[r]) - 1  # the position of row r
+        out[r:end] = ops.attention(np.ascontiguousarray(q[r:end]), k_cache, v_cache, first, window, scale)
+        r = end
+    k_cache[prefix: start + M], v_cache[prefix: start + M] = tree_k, tree_v  # the tree's rows, in tree order
+    return out
 
 
 # 3. MLP -------------------------------------------------------------------------------------------------
@@ -88,10 +117,10 @@ def mlp(x, layer: Layer, ops: Ops):  # [M, d] -> [M, d]
 
 # 4. One block -------------------------------------------------------------------------------------------
 
-def block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops):  # [M, d] -> [M, d]
+def block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops, tree=None):  # [M, d] -> [M, d]
     eps = cfg.rms_norm_eps
     h = ops.rms_norm(x, layer.input_layernorm, eps)  # [M, d]
-    h = attention_block(h, layer, i, cache, start, cfg, ops)  # [M, d]
+    h = attention_block(h, layer, i, cache, start, cfg, ops, tree)  # [M, d]
     x = x + ops.rms_norm(h, layer.post_attention_layernorm, eps)  # [M, d]
     h = ops.rms_norm(x, layer.pre_feedforward_layernorm, eps)  # [M, d]
     h = mlp(h, layer, ops)  # [M, d]
@@ -100,13 +129,15 @@ def block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops):  # [M, 
 
 # 5. The whole forward pass and the head -----------------------------------------------------------------
 
-def forward_hidden(tokens, w: Weights, cfg: Config, caches, ops: Ops, layers=None, residuals=None):  # [M] -> [M, d]
+def forward_hidden(tokens, w: Weights, cfg: Config, caches, ops: Ops, layers=None, residuals=None,
+                   tree=None):  # [M] -> [M, d]
     """Run the blocks over M new tokens, appending them to the cache. Returns the final-normed hidden state.
 
     `caches` is a list: one KVCache (Model.hidden), or B of them to run B sequences in one forward, their M/B
     tokens each in order (every weight is then read once for all of them: tinyspec.mtp.data).
     `layers` (default all) runs only the first `layers` blocks: the early-exit drafter's partial forward.
-    `residuals`, a list, receives the residual stream entering each block [M, d] (what the MTP drafter reads)."""
+    `residuals`, a list, receives the residual stream entering each block [M, d] (what the MTP drafter reads).
+    `tree` (a tree.TreeLayout, one cache): the M tokens are a tree of guesses (tinyspec.tree, `attend_tree`)."""
     tokens = np.asarray(tokens, dtype=np.int64)  # [M]
     n = len(tokens) // len(caches)  # new tokens per sequence
     starts = [cache.length for cache in caches]
@@ -116,7 +147,7 @@ def forward_hidden(tokens, w: Weights, cfg: Config, caches, ops: Ops, layers=Non
     for i in range(cfg.num_layers if layers is None else layers):
         if residuals is not None:
             residuals.append(x)
-        x = block(x, w.layers[i], i, caches, starts, cfg, ops)  # [M, d]
+        x = block(x, w.layers[i], i, caches, starts, cfg, ops, tree)  # [M, d]
     for cache, start in zip(caches, starts):
         cache.length = start + n
     return ops.rms_norm(x, w.norm, cfg.rms_norm_eps)  # [M, d]
@@ -147,13 +178,14 @@ class Model:
     def new_cache(self, capacity: int = 256) -> KVCache:
         return KVCache(self.cfg, capacity)
 
-    def forward(self, tokens, cache: KVCache, last_only: bool = False, layers: int | None = None):
+    def forward(self, tokens, cache: KVCache, last_only: bool = False, layers: int | None = None, tree=None):
         """Logits [M, V] (float32) of M new tokens; with last_only, [1, V] of the last one (a prefill)."""
-        h = self.hidden(tokens, cache, layers)  # [M, d]
+        h = self.hidden(tokens, cache, layers, tree)  # [M, d]
         return self.head(h[-1:] if last_only else h)  # [M or 1, V]
 
-    def hidden(self, tokens, cache: KVCache, layers: int | None = None):  # [M] -> [M, d]
-        """Run the blocks over M new tokens (appending them to the cache): the final-normed hidden states."""
+    def hidden(self, tokens, cache: KVCache, layers: int | None = None, tree=None):  # [M] -> [M, d]
+        """Run the blocks over M new tokens (appending them to the cache): the final-normed hidden states.
+        tree: a tree.TreeLayout when the tokens are a tree of guesses (each sees the context and its ancestors)."""
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.ndim != 1 or len(tokens) == 0:
             raise ValueError("forward needs a non-empty 1-D sequence of token ids")
@@ -162,16 +194,14 @@ class Model:
         if cache.length + len(tokens) > self.cfg.max_position_embeddings:
             raise ValueError(f"{cache.length} cached + {len(tokens)} new positions exceed the context length "
                              f"{self.cfg.max_position_embeddings}")
-        return forward_hidden(tokens, self.weights, self.cfg, [cache], self.ops, layers)  # [M, d]
+        return forward_hidden(tokens, self.weights, self.cfg, [cache], self.ops, layers, tree=tree)  # [M, d]
 
     def head(self, h):  # [M, d] -> [M, V]
         return lm_head(np.ascontiguousarray(h), self.weights, self.ops)
 
     def weight_bytes(self, blocks: int | None = None) -> int:
-        """Bytes of weights one decode step reads through the first `blocks` blocks (default all) and the tied
-        head: the cost of a forward, decoding being memory-bound (a drafter's c is a ratio of two of these)."""
-        layers = self.weights.layers[: self.cfg.num_layers if blocks is None else blocks]
-        return sum(a.nbytes for layer in layers for a in vars(layer).values()) + self.weights.embed_tokens.nbytes
+        """Bytes a decode forward through the first `blocks` blocks (default all) reads (weights.weight_bytes)."""
+        return weight_bytes(self.weights, blocks)["total"]
 
     @classmethod
     def load(cls, directory=None, backend: str = "numba", progress=None) -> "Model":

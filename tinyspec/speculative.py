@@ -225,8 +225,7 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
             q_rows = proposal.q[: len(drafted)] if proposal.q is not None else None  # [n, V] or None (one-hot)
             layout = parents = None  # a chain: every row under the one before it
         # Step 2: one target forward over [last, d1..dn]: the rows of p_1 .. p_{n+1}
-        h = model.hidden([context[-1]] + drafted, cache, tree=layout) if tree else \
-            model.hidden([context[-1]] + drafted, cache)  # [n+1, d]
+        h = model.hidden([context[-1]] + drafted, cache, tree=layout)  # [n+1, d]
         logits = model.head(h)  # [n+1, V]
         # Step 3: verify: keep d_1..d_n_ok (a tree: the nodes of one path), then the target's own token
         if tree:
