@@ -311,8 +311,8 @@ def test_every_tree_row_is_bitwise_the_chain_of_its_path(seed, prompt_len, budge
 
 @settings(max_examples=examples(40), **SLOW)
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 20), budget=st.integers(1, 12), k=st.integers(1, 6),
-       prompt=st.lists(st.integers(0, 31), min_size=1, max_size=8), kind=st.sampled_from(["random-tree", "answer-tree",
-                                                                                          "draft-model-tree"]),
+       prompt=st.lists(st.integers(0, 31), min_size=1, max_size=8),
+       kind=st.sampled_from(["random-tree", "answer-tree", "draft-model-tree", "early-exit-tree", "mtp-tree"]),
        adaptive=st.booleans())
 def test_greedy_trees_on_tiny_gemmas_equal_greedy(seed, n, budget, k, prompt, kind, adaptive):
     """Real KV caches: the accepted path's rows moved into place, rollbacks across the window of 4."""
@@ -321,8 +321,14 @@ def test_greedy_trees_on_tiny_gemmas_equal_greedy(seed, n, budget, k, prompt, ki
 
     target = tiny(seed % 7, max_position_embeddings=128)
     vanilla = generate_ids(target, prompt, n, stop_at_eos=False)
-    drafter = DraftModelDrafter(tiny(seed % 7 + 1, max_position_embeddings=128)) if kind == "draft-model-tree" else \
-        RandomTreeDrafter(32, seed, len(prompt), vanilla if kind == "answer-tree" else None)
+    from test_mtp import tiny_drafter
+    from tinyspec.drafters import EarlyExitDrafter
+
+    drafter = {"draft-model-tree": lambda: DraftModelDrafter(tiny(seed % 7 + 1, max_position_embeddings=128)),
+               "early-exit-tree": lambda: EarlyExitDrafter(1, width=3),
+               "mtp-tree": lambda: tiny_drafter(target, seed=seed % 5, n=12),
+               "random-tree": lambda: RandomTreeDrafter(32, seed),
+               "answer-tree": lambda: RandomTreeDrafter(32, seed, len(prompt), vanilla)}[kind]()
     spec = speculative_generate_ids(target, drafter, prompt, n, k=k, tree=budget, stop_at_eos=False,
                                     adaptive=adaptive)
     assert spec == vanilla

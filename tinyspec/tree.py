@@ -109,12 +109,13 @@ class TreeLayout:
 
 # --- building a tree from a drafter's distributions -----------------------------------------------------------
 
-def best_first_tree(root_scores, expand, budget: int, max_depth: int, width: int) -> TokenTree:
+def best_first_tree(root_scores, expand, budget: int, max_depth: int, width: int, ids=None) -> TokenTree:
     """EAGLE-2's rule, depth by depth: every frontier node offers its `width` best next tokens; of all these
     candidates, the ones with the highest path score (the sum of log-probabilities under the drafter from the
     root) join the tree, within the budget, and become the next frontier. `expand(tree, nodes)` returns the
     scores [len(nodes), V] of the token after each of `nodes`: one drafter call for the whole frontier.
-    root_scores [V]: the scores after the root. With width 1 the tree is the drafter's greedy chain."""
+    root_scores [V]: the scores after the root. With width 1 the tree is the drafter's greedy chain. ids: the
+    token id of each score column, when the drafter scores a subset of the vocabulary (default: column = id)."""
     tokens, parents, path_score = [], [], []
     frontier, scores = [-1], np.asarray(root_scores, dtype=np.float64)[None, :]  # [F, V]
     for depth in range(1, max_depth + 1):
@@ -123,7 +124,7 @@ def best_first_tree(root_scores, expand, budget: int, max_depth: int, width: int
             base = 0.0 if node < 0 else path_score[node]
             for t in np.argsort(-row, kind="stable")[:width]:  # the best tokens, lower id first on a tie
                 if np.isfinite(row[t]):
-                    candidates.append((base + float(row[t]), node, int(t)))
+                    candidates.append((base + float(row[t]), node, int(t if ids is None else ids[t])))
         candidates.sort(key=lambda c: -c[0])  # stable: on a tie, the earlier node and the better rank first
         chosen = candidates[: budget - len(tokens)]
         if not chosen:

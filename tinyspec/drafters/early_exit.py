@@ -18,10 +18,11 @@ from .base import Drafter, Proposal
 class EarlyExitDrafter(Drafter):
     stream = 2  # its draws come from the run's seed's stream [seed, 2], independent of the verifier's
 
-    def __init__(self, layers: int):
+    def __init__(self, layers: int, width: int = 4):
         if layers < 1:
             raise ValueError(f"early-exit needs at least 1 block, got {layers}")
         self.layers = layers
+        self.width = width  # a tree's branching (propose_tree)
         self.name = f"early-exit:{layers}"
 
     def begin(self, target, prompt, params):
@@ -46,3 +47,23 @@ class EarlyExitDrafter(Drafter):
             qs.append(q)
         cache.length = start  # hand the cache back as it was: the verifier rewrites these rows
         return Proposal(tokens=tokens, q=None if p.greedy else np.stack(qs))
+
+    def propose_tree(self, context, budget, max_depth):
+        """tree.best_first_tree from the first L blocks, one partial forward per depth over the whole frontier,
+        writing past the end of the target's cache like propose (the verification rewrites those rows)."""
+        from ..tree import TreeLayout, best_first_tree, log_scores
+
+        model, cache = self.target.model, self.target.cache
+        start = cache.length  # == len(context) - 1
+        root = model.forward([context[-1]], cache, layers=self.layers)  # [1, V]
+        prefix, row_of = cache.length, {}  # the context, the last token included; row_of[node]: its cache row
+
+        def expand(tree, nodes):  # the scores after each frontier node
+            layout = TreeLayout(prefix, [[row_of[a] for a in tree.path(n)[:-1]] for n in nodes])
+            row_of.update({n: cache.length + j for j, n in enumerate(nodes)})
+            return log_scores(model.forward([tree.tokens[n] for n in nodes], cache, layers=self.layers,
+                                            tree=layout), self.params)  # [F, V]
+
+        tree = best_first_tree(log_scores(root, self.params)[0], expand, budget, max_depth, self.width)
+        cache.length = start  # hand the cache back as it was
+        return tree

@@ -34,8 +34,9 @@ class MTPDrafter(Drafter):
     name = "mtp"
     stream = 3  # its draws come from the run's seed's stream [seed, 3], independent of the verifier's
 
-    def __init__(self, cfg: net.MTPConfig, params: dict, vocab, meta: dict | None = None):
+    def __init__(self, cfg: net.MTPConfig, params: dict, vocab, meta: dict | None = None, width: int = 4):
         self.cfg, self.params, self.meta = cfg, params, meta or {}
+        self.width = width  # a tree's branching (propose_tree)
         self.vocab = np.asarray(vocab, dtype=np.int64)  # [N] full-vocabulary id of each head row
         self.vocab_size = cfg.vocab_size
 
@@ -80,3 +81,32 @@ class MTPDrafter(Drafter):
             tokens.append(token)
             qs.append(q)
         return Proposal(tokens=tokens, q=None if self.sampling.greedy else np.stack(qs))
+
+    def propose_tree(self, context, budget, max_depth):
+        """tree.best_first_tree over the head's vocabulary subset: one drafter step per depth for the whole
+        frontier (each row carries its parent's predicted hidden state; every row reads only the target's cache,
+        so the rows need no tree mask)."""
+        from ..tree import best_first_tree, log_scores
+
+        cache, c = self.target.cache, self.cfg
+        L = cache.length  # == len(context) - 1
+        kv = [(cache.k[layer][:L, 0], cache.v[layer][:L, 0]) for layer in c.source_layers]  # views, no copy
+        E = self.target.model.weights.embed_tokens
+        state = {}  # node -> its predicted hidden state (after its step)
+
+        def step(tokens, h, depths):  # [F] tokens at depths -> ([F, d] states, [F, N] scores of the next token)
+            e = E[tokens] * self.scale  # [F, d]
+            positions, lengths = [L + d for d in depths], [L] * len(tokens)  # a node at depth d sits at L + d
+            h, _ = net.step_forward(self.params, c, e, h, kv, positions, lengths, self.matmul)  # [F, d]
+            return h, log_scores(net.head_forward(h, self.E_sub, self.matmul), self.sampling)
+
+        def expand(tree, nodes):
+            depths = tree.depths
+            h = np.stack([state[tree.parents[n]] for n in nodes])  # [F, d] each parent's state
+            h, scores = step([tree.tokens[n] for n in nodes], h, [depths[n] for n in nodes])
+            state.update({n: h[j] for j, n in enumerate(nodes)})
+            return scores
+
+        h0, root = step([context[-1]], np.asarray(self.target.hidden, dtype=np.float32)[None, :], [0])
+        state[-1] = h0[0]
+        return best_first_tree(root[0], expand, budget, max_depth, self.width, ids=self.vocab)
