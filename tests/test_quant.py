@@ -1,7 +1,8 @@
 """tinyspec.quant: each block format decodes bit for bit what gguf-py's dequantizer decodes (random blocks with
 every kind of finite scale, and every tensor of the real GGUF), and the memory-mapped GGUF reader finds the
 same tensors, bytes and metadata as gguf.GGUFReader and the same config, tokenizer and float32 values as
-`tinyspec convert`."""
+`tinyspec convert`. The quantized matmuls (tinyspec.quant.kernels) give bitwise the float32 kernel's result on
+the dequantized matrix, for 1 .. 64 rows of x, each row the same as computed alone."""
 
 import numpy as np
 import pytest
@@ -271,19 +272,40 @@ def test_real_config_tokenizer_and_values_match_the_conversion(real_gguf, gemma_
 
 
 # --------------------------------------------------------------------------------------------------------
-# 4. The Q8_0 matmul: bitwise the float32 kernel on the dequantized matrix
+# 4. The quantized matmuls: bitwise the float32 kernel on the dequantized matrix, batch-invariant
 # --------------------------------------------------------------------------------------------------------
 
-def assert_q8_0_matmul_matches_float32(raw: np.ndarray, rows: range, seed: int, what: str) -> None:
-    from tinyspec.fast.kernels import matmul_numba
-    from tinyspec.quant.kernels import matmul_q8_0
+QUANTIZED = ["Q8_0", "Q5_0", "Q4_K", "Q6_K"]
+ROWS = [*range(1, 9), 13, 24, 64]  # every row count of a short verification, and up to the largest (64)
 
-    N, K = raw.shape[0], raw.shape[1] // 34 * 32
-    W = dequantize(raw, "Q8_0", (N, K))  # bitwise gguf's (section 1)
+
+def quant_matmul(name: str):
+    from tinyspec.quant import kernels
+
+    return getattr(kernels, f"matmul_{name.lower()}")
+
+
+def random_matrix(name: str, N: int, K: int, seed: int) -> np.ndarray:  # -> uint8 [N, bytes per row]
+    fmt = FORMATS[name]
+    return random_blocks(name, N * K // fmt.block_size, seed).reshape(N, K // fmt.block_size * fmt.type_size)
+
+
+def assert_matmul_matches_float32(name: str, raw: np.ndarray, rows, seed: int, what: str) -> None:
+    """For each M in rows: x [M, K] (standard normal, seeded) @ W.T through the kernel for `name` is bitwise
+    fast.kernels.matmul_numba(x, W), with W the dequantized matrix (bitwise gguf's: section 1)."""
+    from tinyspec.fast.kernels import matmul_numba
+
+    fmt = FORMATS[name]
+    N, K = raw.shape[0], raw.shape[1] // fmt.type_size * fmt.block_size
+    W = dequantize(raw, name, (N, K))
     rng = np.random.default_rng(seed)
     for M in rows:
         x = rng.standard_normal((M, K)).astype(np.float32)
-        assert_bitwise(matmul_q8_0(x, raw), matmul_numba(x, W), f"{what}, M = {M}, seed {seed}")
+        assert_bitwise(quant_matmul(name)(x, raw), matmul_numba(x, W), f"{what}, M = {M}, seed {seed}")
+
+
+def assert_q8_0_matmul_matches_float32(raw: np.ndarray, rows: range, seed: int, what: str) -> None:
+    assert_matmul_matches_float32("Q8_0", raw, rows, seed, what)
 
 
 @pytest.mark.parametrize("N, K", [(1, 32), (3, 64), (4, 96), (37, 640), (1031, 640)])  # the last runs parallel
@@ -291,6 +313,27 @@ def test_q8_0_matmul_random_blocks(N, K):
     """Every kind of finite scale (random_blocks): even 65504 * 127 * 640 terms stay far from float32's limit."""
     raw = random_blocks("Q8_0", N * K // 32, seed=N).reshape(N, K // 32 * 34)
     assert_q8_0_matmul_matches_float32(raw, range(1, 9), seed=N, what=f"random Q8_0 [{N}, {K}]")
+
+
+@pytest.mark.parametrize("N, K", [(1, 256), (5, 512), (37, 1024), (1031, 256)])  # the last runs parallel
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_matmul_random_blocks(name, N, K):
+    """Every kind of finite scale (random_blocks), M = 1 .. 64 rows of x (seed N)."""
+    assert_matmul_matches_float32(name, random_matrix(name, N, K, seed=N), ROWS, seed=N,
+                                  what=f"random {name} [{N}, {K}]")
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_matmul_rows_are_batch_invariant(name):
+    """Row m of an M-row product is bitwise the row computed alone (seed 7), on one thread and on all
+    (N = 1030 runs the parallel path from M = 1 on; 1030 = 4 x 257 + 2 leaves rows for the 1-row tail)."""
+    raw = random_matrix(name, 1030, 256, seed=7)
+    x = np.random.default_rng(7).standard_normal((64, 256)).astype(np.float32)
+    matmul = quant_matmul(name)
+    alone = np.concatenate([matmul(x[m:m + 1], raw) for m in range(64)])  # [64, N]
+    for M in ROWS:
+        assert_bitwise(matmul(x[:M], raw), alone[:M], f"{name}: {M} rows together vs each alone")
+    assert_bitwise(matmul(x[:5, :], raw[:9]), alone[:5, :9], f"{name}: 9 rows of W (one thread)")
 
 
 def test_q8_0_matmul_checks_its_inputs():
@@ -305,6 +348,49 @@ def test_q8_0_matmul_checks_its_inputs():
         matmul_q8_0(np.ones((1, 32), np.float32), raw)
 
 
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_matmul_refuses_shapes_it_cannot_handle(name):
+    """K must be whole blocks (256 values for Q4_K and Q6_K: K = 128 is refused), and raw must be K's bytes."""
+    size = FORMATS[name].block_size
+    raw = random_matrix(name, 2, 2 * size, seed=0)
+    matmul = quant_matmul(name)
+    with pytest.raises(ValueError, match=f"K must be a multiple of {size}"):
+        matmul(np.ones((1, size + 8), np.float32), raw)  # not whole blocks
+    with pytest.raises(ValueError, match=f"a {name} row of K = {size} values is 1 blocks"):
+        matmul(np.ones((1, size), np.float32), raw)  # whole blocks, but not raw's row
+    with pytest.raises(TypeError, match="C-contiguous uint8"):
+        matmul(np.ones((1, 2 * size), np.float32), raw[:, ::-1])
+    with pytest.raises(TypeError, match="float32 \\[M, K\\]"):
+        matmul(np.ones(2 * size, np.float32), raw)
+
+
+def test_matmul_quant_dispatches_every_format_of_a_file(small_gguf):
+    """Through the GGUF reader: each format's tensor (F32 too) gives matmul_numba on its dequantized values."""
+    from tinyspec.fast.kernels import matmul_numba
+    from tinyspec.quant.kernels import matmul_quant
+
+    f = GGUFFile(small_gguf[0])
+    rng = np.random.default_rng(3)
+    for name, t in f.tensors.items():
+        for M in [1, 3, 64]:
+            x = rng.standard_normal((M, t.shape[1])).astype(np.float32)
+            assert_bitwise(matmul_quant(x, t), matmul_numba(x, t.dequantize()), f"{name}, M = {M}")
+
+
+def test_matmul_quant_refuses_what_is_not_a_matrix_it_knows():
+    from tinyspec.quant.blocks import BlockFormat
+    from tinyspec.quant.gguf_file import QuantTensor
+    from tinyspec.quant.kernels import matmul_quant
+
+    norm = QuantTensor("blk.0.attn_norm.weight", FORMATS["F32"], (640,), random_blocks("F32", 640, 0).reshape(-1))
+    with pytest.raises(ValueError, match="attn_norm.weight has shape \\(640,\\).*needs a matrix"):
+        matmul_quant(np.ones((1, 640), np.float32), norm)
+    q4_0 = BlockFormat("Q4_0", 2, 32, 18, None)
+    t = QuantTensor("t", q4_0, (2, 32), np.zeros((2, 18), np.uint8))
+    with pytest.raises(NotImplementedError, match="no kernel for Q4_0"):
+        matmul_quant(np.ones((1, 32), np.float32), t)
+
+
 @pytest.mark.real
 def test_real_q8_0_matmul_lm_head_and_v_proj(real_gguf):
     """The LM head (token_embd, 262144 x 640) and every Q8_0 v_proj, for M = 1 .. 8 rows of x."""
@@ -313,3 +399,24 @@ def test_real_q8_0_matmul_lm_head_and_v_proj(real_gguf):
     for name, t in real_gguf.tensors.items():
         if t.format.name == "Q8_0" and name != "token_embd.weight":
             assert_q8_0_matmul_matches_float32(t.raw, range(1, 9), seed=1, what=name)
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("kind, qtype", [("attn_q", "Q5_0"), ("attn_v", "Q5_0"), ("attn_output", "Q4_K"),
+                                         ("ffn_down", "Q4_K"), ("ffn_down", "Q6_K")])
+def test_real_matmul_quant(real_gguf, kind, qtype):
+    """The first layer's tensor of that kind and type (q_proj [1024, 640], v_proj [256, 640], o_proj
+    [640, 1024], down_proj [640, 2048]; the Q8_0 ones are above), through matmul_quant, for M = 1 .. 64 (seed 0):
+    bitwise matmul_numba on the dequantized tensor, and every row equal to that row alone."""
+    from tinyspec.fast.kernels import matmul_numba
+    from tinyspec.quant.kernels import matmul_quant
+
+    t = next(real_gguf.tensors[f"blk.{i}.{kind}.weight"] for i in range(18)
+             if real_gguf.tensors[f"blk.{i}.{kind}.weight"].format.name == qtype)
+    W = t.dequantize()
+    x = np.random.default_rng(0).standard_normal((64, t.shape[1])).astype(np.float32)
+    alone = np.concatenate([matmul_quant(x[m:m + 1], t) for m in range(64)])
+    for M in ROWS:
+        out = matmul_quant(x[:M], t)
+        assert_bitwise(out, matmul_numba(x[:M], W), f"{t.name} ({qtype}), M = {M}")
+        assert_bitwise(out, alone[:M], f"{t.name} ({qtype}), {M} rows together vs each alone")
