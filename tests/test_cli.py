@@ -19,6 +19,7 @@ from tinyspec import cli
     (["generate", "hi", "--max-new-tokens", "-2"], "--max-new-tokens must be >= 0"),
     (["generate", "hi", "--drafter", "ngram", "--k", "0"], "k (drafts per step) must be >= 1"),
     (["generate", "hi", "--drafter", "ngram", "--k", "64"], "k (drafts per step) must be <= 63"),
+    (["generate", "hi", "--drafter", "ngram", "--tree", "64"], "node budget must lie in 0 .. 63"),
     (["compare", "hi", "--drafter", "ngram", "--k", "100"], "k (drafts per step) must be <= 63"),
     (["generate", "hi", "--drafter", "magic"], "unknown drafter 'magic'"),
     (["generate", "hi", "--drafter", "early-exit"], "early-exit needs a block count"),

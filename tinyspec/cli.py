@@ -151,7 +151,7 @@ def run_generation(model, ids, args, params, drafter, max_new_tokens=None):
     else:
         stats, trace = SpecStats(), []
         tokens = speculative_generate(model, drafter, ids, n, params, args.verify, args.k, adaptive=args.adaptive,
-                                      stats=stats, trace=trace)
+                                      stats=stats, trace=trace, tree=getattr(args, "tree", 0) or 0)
 
     def marked():
         steps_seen, index_in_step = 0, 0
@@ -205,7 +205,7 @@ def cmd_generate(args):
     params = sampling_params(args)
     if args.drafter:
         try:
-            check_settings(args.verify, params, args.k)
+            check_settings(args.verify, params, args.k, args.tree)
         except ValueError as e:
             raise CliError(str(e)) from None
         make_cli_drafter(args, None)  # reject bad names before loading the model
@@ -232,7 +232,7 @@ def cmd_generate(args):
         result = {"prompt_ids": ids, "ids": out, "text": tok.decode(out), "seed": params.seed,
                   "stats": stats.to_dict()}
         if drafter is not None:
-            result.update(drafter=drafter.name, k=args.k, verify=args.verify)
+            result.update(drafter=drafter.name, k=args.k, verify=args.verify, tree=args.tree)
             if args.trace:
                 result["trace"] = [t.to_dict() for t in trace]
         print(json.dumps(result, ensure_ascii=False))
@@ -296,7 +296,7 @@ def cmd_compare(args):
         raise CliError(f"--repeats must be >= 1, got {args.repeats}")
     params = sampling_params(args)
     try:
-        check_settings(args.verify, params, args.k)
+        check_settings(args.verify, params, args.k, args.tree)
     except ValueError as e:
         raise CliError(str(e)) from None
     make_cli_drafter(args)
@@ -353,7 +353,8 @@ def cmd_compare(args):
                           "load_average": {"before": load_before, "after": load_after, "cores": cores,
                                            "threads": threads},
                           "warnings": warnings,
-                          "drafter": args.drafter, "k": args.k, "verify": args.verify, "seed": params.seed},
+                          "drafter": args.drafter, "k": args.k, "verify": args.verify, "tree": args.tree,
+                          "seed": params.seed},
                          ensure_ascii=False))
     else:
         mark, stream = Marker(sys.stdout), tok.stream()
@@ -402,7 +403,11 @@ def add_speculative_args(p, drafter_default=None):
                    help="greedy (default at temperature 0), rejection (default when sampling), coupled")
     p.add_argument("--adaptive", action="store_true",
                    help="the break-even rule: each step verify the number of drafts n (0 to k; 0 = a plain decode "
-                        "step) that maximises E(alpha, n) / (n c + v(n + 1)), alpha the acceptance so far")
+                        "step) that maximises E(alpha, n) / (n c + v(n + 1)), alpha the acceptance so far "
+                        "(with --tree: the tree's node budget, the same way)")
+    p.add_argument("--tree", type=int, default=0, metavar="N",
+                   help="verify a tree of up to N guesses per step, at most k deep, in one forward (default 0: a "
+                        "chain of k drafts)")
 
 
 def resolve_verify(args):

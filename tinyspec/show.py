@@ -30,10 +30,16 @@ def mean_and_max(values):
 def print_trace(trace, tok, out=None):
     """One line per speculative step: what was drafted, p and q of each draft, what was kept.
 
-    Marks: + kept, x rejected, . never checked (after a rejection: such drafts have no p or q)."""
+    Marks: + kept, x rejected, . never checked (after a rejection: such drafts have no p or q). A tree is drawn
+    one node a line, its accepted path marked +."""
     out = out or sys.stdout
     show = lambda t: repr(tok.decode([t]))
     for n, step in enumerate(trace, 1):
+        if step.parents is not None:  # a tree
+            print(f"step {n:>3} @{step.position:>5}: kept {step.accepted} of a tree of {len(step.drafted)}; "
+                  f"{step.final_kind} {show(step.final_token)}", file=out)
+            print_tree(step.drafted, step.parents, step.path or [], show, out)
+            continue
         drafts = []
         for i, d in enumerate(step.drafted):
             u = f" u={step.uniforms[i]:.3f}" if i < len(step.uniforms) and step.uniforms[i] is not None else ""
@@ -43,3 +49,12 @@ def print_trace(trace, tok, out=None):
         print(f"step {n:>3} @{step.position:>5}: kept {step.accepted}/{len(step.drafted)}; {step.final_kind} "
               f"{show(step.final_token)}" + ("  | " + "  ".join(drafts) if drafts else "  | (no draft)"),
               file=out)
+
+
+def print_tree(tokens, parents, path, show, out) -> None:
+    """A tree of guesses, one node a line, indented by depth; the accepted path marked +, the rest ."""
+    def draw(node, depth):
+        for child in [i for i, p in enumerate(parents) if p == node]:
+            print(f"{'':14}{'  ' * depth}{'+' if child in path else '.'} {show(tokens[child])}", file=out)
+            draw(child, depth + 1)
+    draw(-1, 0)
