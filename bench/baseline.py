@@ -19,8 +19,6 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python bench/baseline.py` from a source checkout
-    sys.path.insert(0, str(REPO))
 
 CHILD = r'''
 import json, resource, sys, time

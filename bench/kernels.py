@@ -36,10 +36,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python bench/kernels.py` from a source checkout
-    sys.path.insert(0, str(REPO))
 
-from tinyspec.fast import kernels  # noqa: E402
+from tinyspec.fast import kernels
 
 LM_HEAD = (262144, 640)  # Gemma 3 270M's tied embedding / output layer [V, d]
 BLOCK = (2048, 640)  # a block's gate_proj / up_proj [f, d]

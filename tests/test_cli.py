@@ -58,9 +58,9 @@ def real_cli(monkeypatch, gemma, gemma_tokenizer):
 
 @pytest.mark.real
 @pytest.mark.parametrize("argv, message", [
-    (["generate", "hi", "--drafter", "early-exit:99"], "early exit needs fewer blocks than the model's 18"),
+    (["generate", "hi", "--drafter", "early-exit:99"], "needs fewer blocks than the target's 18"),
     (["generate", "hi", "--max-new-tokens", "40000"], "exceeds the context length of 32768 tokens"),
-    (["compare", "hi", "--drafter", "early-exit:18"], "early exit needs fewer blocks than the model's 18"),
+    (["compare", "hi", "--drafter", "early-exit:18"], "needs fewer blocks than the target's 18"),
     (["compare", "hi", "--max-new-tokens", "40000"], "exceeds the context length of 32768 tokens"),
 ])
 def test_bad_arguments_the_model_reveals_fail_before_any_output(real_cli, argv, message, capsys):

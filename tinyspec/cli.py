@@ -169,20 +169,16 @@ def run_generation(model, ids, args, params, drafter, max_new_tokens=None):
 def make_cli_drafter(args, model=None):
     """The drafter --drafter names (None without one). Called once before loading the model, to reject a bad
     name early, and again with the model, to check that the drafter fits it (before anything is printed)."""
-    from .drafters import EarlyExitDrafter, make_drafter
+    from .drafters import make_drafter
 
     if not args.drafter:
         return None
-    if args.k < 1:
-        raise CliError(f"--k must be >= 1, got {args.k}")
     try:
         drafter = make_drafter(args.drafter)
+        if model is not None:
+            drafter.check(model)
     except ValueError as e:
-        raise CliError(str(e)) from None
-    blocks = model.cfg.num_layers if model is not None else None
-    if isinstance(drafter, EarlyExitDrafter) and blocks is not None and drafter.layers >= blocks:
-        raise CliError(f"--drafter {drafter.name}: early exit needs fewer blocks than the model's {blocks}: "
-                       f"use early-exit:1 to early-exit:{blocks - 1}")
+        raise CliError(f"--drafter {args.drafter}: {e}") from None
     return drafter
 
 

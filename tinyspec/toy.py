@@ -1,8 +1,8 @@
-"""A language model made of a lookup table: any next-token distribution, no network, microseconds a call.
+"""A language model made of a lookup table: any next-token distribution, no network, a lookup a call.
 
 The proofs of speculative sampling enumerate every random outcome of a run (randomness.exact_distribution):
-tens of thousands of runs of the real loop for one tiny case. A tiny Gemma takes about 0.4 ms a forward; this
-model takes microseconds, and it has everything the decoding loops ask of a model (`cfg`, `new_cache`,
+tens of thousands of runs of the real loop for one tiny case. A lookup costs far less than a tiny Gemma's
+forward, and this model has everything the decoding loops ask of a model (`cfg`, `new_cache`,
 `hidden`, `head`, `forward`, `weight_bytes`), so the loops, verifiers and drafters run unchanged on it.
 
 Its logits after a context are a fixed pseudo-random function of the whole context, like a real model's:

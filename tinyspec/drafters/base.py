@@ -48,6 +48,10 @@ class Drafter:
     cost: float = 0.0  # c: the cost of drafting one token relative to one target forward (adaptive k uses it)
     stream: int = 1  # by default a sampling drafter draws from SeededSource([seed, stream]), the verifier from [seed]
 
+    def check(self, model) -> None:
+        """Raise ValueError, saying what to do, if this drafter cannot serve the target `model` (the CLI calls it
+        before anything is printed; begin() calls it too)."""
+
     def begin(self, target, prompt, params) -> None:
         """Start a new generation. `target` is a TargetView, `prompt` the input ids, `params` SamplingParams."""
 

@@ -25,10 +25,14 @@ class EarlyExitDrafter(Drafter):
         self.width = width  # a tree's branching (propose_tree)
         self.name = f"early-exit:{layers}"
 
+    def check(self, model):
+        blocks = model.cfg.num_layers
+        if self.layers >= blocks:
+            raise ValueError(f"early-exit:{self.layers} needs fewer blocks than the target's {blocks}: use "
+                             f"early-exit:1 to early-exit:{blocks - 1}")
+
     def begin(self, target, prompt, params):
-        if self.layers >= target.model.cfg.num_layers:
-            raise ValueError(f"early-exit:{self.layers} needs fewer blocks than the target's "
-                             f"{target.model.cfg.num_layers}")
+        self.check(target.model)
         self.target, self.params = target, params
         self.vocab_size = target.model.cfg.vocab_size
         self.random = target.random  # the run's source for the drafter's draws

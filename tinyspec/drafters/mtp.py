@@ -45,12 +45,16 @@ class MTPDrafter(Drafter):
         """The shipped drafter (weights/mtp-gemma-3-270m.drafter.npz), or one trained with `tinyspec train-mtp`."""
         return cls(*net.load(path or DEFAULT_WEIGHTS))
 
-    def begin(self, target, prompt, params):
-        tcfg, c = target.model.cfg, self.cfg
+    def check(self, model):
+        tcfg, c = model.cfg, self.cfg
         if tcfg.hidden_size != c.hidden_size or tcfg.vocab_size != c.vocab_size or \
                 max(c.source_layers) >= tcfg.num_layers or tcfg.head_dim != c.head_dim:
             raise ValueError("this MTP drafter was trained for another target model (hidden size, vocabulary, "
                              "head dim or layer count differ): train one with `tinyspec train-mtp`")
+
+    def begin(self, target, prompt, params):
+        self.check(target.model)
+        tcfg, c = target.model.cfg, self.cfg
         self.target, self.sampling = target, params
         self.random = target.random  # the run's source for the drafter's draws
         E = target.model.weights.embed_tokens  # [V, d]  the target's tied embedding
