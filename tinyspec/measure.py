@@ -120,7 +120,7 @@ class TimedDrafter(Drafter):
     """Wraps a drafter and adds up the time it spends in begin/propose/rollback and the tokens it drafts.
 
     `seconds_per_draft` over the target's one-token forward time is the cost model's c; `propose_seconds` is
-    the drafting time D of a run (what bench/run.py and tinyspec.mtp.report charge to the drafter). `clock`
+    the drafting time D of a run (what the bench and tinyspec.mtp.report charge to the drafter). `clock`
     should be the clock the run's loop uses (time.process_time for CPU seconds)."""
 
     def __init__(self, inner: Drafter, clock=time.perf_counter):
