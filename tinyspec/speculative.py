@@ -34,7 +34,7 @@ from .decoding import Stats, check_prompt, choose, prefill
 from .drafters.base import Drafter, Proposal, TargetView
 from .fast.kernels import MAX_INVARIANT_ROWS
 from .randomness import RandomSource, SeededSource
-from .sampling import SamplingParams, gumbel_token, warp
+from .sampling import SamplingParams, choose_token, warp
 from .tree import TokenTree, verify_tree
 
 VERIFIERS = ("greedy", "rejection", "coupled")
@@ -79,17 +79,8 @@ class Verdict:
 
 
 def verify_greedy(logits, drafted) -> Verdict:  # [n+1, V], [n]
-    """Accept d_i while d_i == argmax p_i; then the target's argmax."""
-    verdict = Verdict(0, -1, "bonus")
-    for i, d in enumerate(drafted):
-        target = int(np.argmax(logits[i]))
-        verdict.p_draft.append(1.0 if d == target else 0.0)
-        verdict.q_draft.append(1.0)
-        if d != target:
-            verdict.accepted, verdict.token, verdict.kind = i, target, "correction"
-            return verdict
-    verdict.accepted, verdict.token = len(drafted), int(np.argmax(logits[len(drafted)]))
-    return verdict
+    """Accept d_i while d_i == argmax p_i; then the target's argmax (verify_coupled at temperature 0)."""
+    return verify_coupled(logits, drafted, SamplingParams(), 0)
 
 
 def verify_rejection(logits, drafted, q_rows, params: SamplingParams, random: RandomSource) -> Verdict:
@@ -110,26 +101,24 @@ def verify_rejection(logits, drafted, q_rows, params: SamplingParams, random: Ra
             verdict.token = random.choice(residual_distribution(p, q))
             return verdict
     verdict.accepted = len(drafted)
-    verdict.token = random.choice(warp(logits[len(drafted)], params.temperature, params.top_k, params.top_p))
+    verdict.token = choose_token(logits[len(drafted)], params, random, -1)[0]  # the bonus: a draw from p_{n+1}
     return verdict
 
 
 def verify_coupled(logits, drafted, params: SamplingParams, position: int) -> Verdict:
-    """Accept d_i while d_i == argmax(log p_i + g), g the Gumbel noise of (seed, position of d_i); then that same
-    Gumbel-max token: exactly the token vanilla coupled sampling picks at each position."""
+    """Accept d_i while d_i is the token the target itself chooses at its position (sampling.choose_token: the
+    Gumbel-max of log p_i under the noise of (seed, position of d_i); the argmax when greedy); then that choice at
+    the next position: exactly the tokens vanilla decoding picks, so the text is identical."""
     verdict = Verdict(0, -1, "bonus")
     for i, d in enumerate(drafted):
-        p = warp(logits[i], params.temperature, params.top_k, params.top_p)  # [V] p_i
-        verdict.p_draft.append(float(p[d]))
+        target, p = choose_token(logits[i], params, None, position + i)  # p: [V] p_i (None when greedy)
+        verdict.p_draft.append(float(p[d]) if p is not None else float(d == target))
         verdict.q_draft.append(1.0)
-        target = gumbel_token(p, params.seed, position + i)
         if d != target:
             verdict.accepted, verdict.token, verdict.kind = i, target, "correction"
             return verdict
-    n = len(drafted)
-    verdict.accepted = n
-    verdict.token = gumbel_token(warp(logits[n], params.temperature, params.top_k, params.top_p), params.seed,
-                                 position + n)
+    verdict.accepted = len(drafted)
+    verdict.token = choose_token(logits[len(drafted)], params, None, position + len(drafted))[0]
     return verdict
 
 
@@ -161,6 +150,8 @@ def check_settings(verifier: str, params: SamplingParams, k: int, tree: int = 0)
         raise ValueError("the greedy verifier needs temperature 0: use --verify rejection or coupled to sample")
     if verifier == "coupled" and not params.greedy and not params.coupled:
         raise ValueError("the coupled verifier reproduces coupled sampling: set SamplingParams(coupled=True)")
+    if verifier == "rejection" and params.coupled:
+        raise ValueError("coupled sampling is verified by the coupled verifier: use --verify coupled")
 
 
 def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: int = 32,
