@@ -13,12 +13,12 @@ at position t depends only on (seed, t), which is what lets speculative decoding
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
 from .cache import KVCache
+from .record import Stats
 from .randomness import RandomSource, SeededSource
 from .sampling import SamplingParams, choose_token
 
@@ -46,26 +46,6 @@ def prefill(model, prompt, cache: KVCache):  # [P] -> ([V], [d])
 def choose(logits, params: SamplingParams, random: RandomSource, position: int) -> int:  # [V] -> id
     """Step 2: the token at absolute `position` given the target's logits for it (`sampling.choose_token`)."""
     return choose_token(logits, params, random, position)[0]
-
-
-@dataclass
-class Stats:
-    new_tokens: int = 0
-    prompt_tokens: int = 0
-    target_forwards: int = 0  # forward passes of the target model, the prefill included
-    prefill_seconds: float = 0.0
-    seconds: float = 0.0  # wall time of the generation, the prefill included
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        return {"new_tokens": self.new_tokens, "prompt_tokens": self.prompt_tokens,
-                "target_forwards": self.target_forwards, "prefill_seconds": round(self.prefill_seconds, 4),
-                "seconds": round(self.seconds, 4), "tokens_per_second": round(self.tokens_per_second, 2),
-                **self.extra}
 
 
 def generate(model, prompt_ids, max_new_tokens: int = 32, params: SamplingParams = SamplingParams(),
