@@ -188,8 +188,9 @@ def model_tables(gbps: float, repeats: int, decode_tokens: int = 24) -> list:
     from tinyspec.weights import ensure_converted, load
 
     cfg, weights = load(ensure_converted())
-    nbytes = weights.embed_tokens.nbytes + weights.norm.nbytes + sum(
-        a.nbytes for layer in weights.layers for a in vars(layer).values())
+    from tinyspec.weights import weight_bytes
+
+    nbytes = weight_bytes(weights)["total"]
     prompt = [2] + [818, 5279, 529, 7001, 563] * 20  # 101 tokens of context
     fwd = Table("Forward pass, real Gemma 3 270M (context 101 tokens)",
                 ["backend", "M=1 ms", "M=8 ms", "forward(M=8) / forward(M=1)"])
