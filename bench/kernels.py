@@ -185,11 +185,9 @@ def model_tables(gbps: float, repeats: int, decode_tokens: int = 24) -> list:
     """Real Gemma 3 270M: forward(M=8) / forward(M=1) per backend, decode tokens/s numba vs numpy, and the
     memory floor (bytes read per token / the copy bandwidth measured in this run)."""
     from tinyspec.model import Model
-    from tinyspec.weights import ensure_converted, load
+    from tinyspec.weights import ensure_converted, load, weight_bytes
 
     cfg, weights = load(ensure_converted())
-    from tinyspec.weights import weight_bytes
-
     nbytes = weight_bytes(weights)["total"]
     prompt = [2] + [818, 5279, 529, 7001, 563] * 20  # 101 tokens of context
     fwd = Table("Forward pass, real Gemma 3 270M (context 101 tokens)",
