@@ -2,7 +2,9 @@
 every kind of finite scale, and every tensor of the real GGUF), and the memory-mapped GGUF reader finds the
 same tensors, bytes and metadata as gguf.GGUFReader and the same config, tokenizer and float32 values as
 `tinyspec convert`. The quantized matmuls (tinyspec.quant.kernels) give bitwise the float32 kernel's result on
-the dequantized matrix, for 1 .. 64 rows of x, each row the same as computed alone."""
+the dequantized matrix, for 1 .. 64 rows of x, each row the same as computed alone. The model on
+backend="quant" computes on the mapped blocks and gives bitwise the numba backend's logits wherever both run
+the same kernels (section 5 says where that is), converting nothing."""
 
 import numpy as np
 import pytest
@@ -263,8 +265,8 @@ def test_real_config_tokenizer_and_values_match_the_conversion(real_gguf, gemma_
     assert {name: t.shape for name, t in flat.items()} == expected_shapes(cfg)
     with safe_open(gemma_dir / "model.safetensors", framework="numpy") as converted:
         for name, t in flat.items():
-            if name != "model.embed_tokens.weight":
-                assert_bitwise(t.dequantize(), converted.get_tensor(name), name)
+            if name != "model.embed_tokens.weight":  # the F32 norms come as float32 arrays already
+                assert_bitwise(t if isinstance(t, np.ndarray) else t.dequantize(), converted.get_tensor(name), name)
         embed, rows = flat["model.embed_tokens.weight"], [0, 1, 2, 3, 9259, 262143]  # specials, "Hello", last
         for r in rows:
             assert_bitwise(dequantize(embed.raw[r], "Q8_0", (cfg.hidden_size,)),
@@ -420,3 +422,144 @@ def test_real_matmul_quant(real_gguf, kind, qtype):
         out = matmul_quant(x[:M], t)
         assert_bitwise(out, matmul_numba(x[:M], W), f"{t.name} ({qtype}), M = {M}")
         assert_bitwise(out, alone[:M], f"{t.name} ({qtype}), {M} rows together vs each alone")
+
+
+# --------------------------------------------------------------------------------------------------------
+# 5. The model on backend="quant": the GGUF's blocks, bitwise the float32 numba backend
+# --------------------------------------------------------------------------------------------------------
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village by the sea,"]
+
+
+@pytest.fixture(scope="session")
+def gemma_quant():
+    """The real model on the quant backend: the packaged GGUF, memory-mapped."""
+    from tinyspec.model import Model
+
+    return Model.load(backend="quant")
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype == np.float32 and a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@pytest.mark.real
+def test_real_quant_model_keeps_the_blocks(gemma_quant, gemma):
+    """Every matrix is a QuantTensor on the mapped file (the weights a forward reads are 247 MB, not 1.07 GB);
+    the norms are float32 arrays equal to the converted ones; an embedding row is bitwise the converted row."""
+    from tinyspec.quant.gguf_file import QuantTensor
+
+    w, f = gemma_quant.weights, gemma.weights
+    assert gemma_quant.cfg == gemma.cfg
+    for layer, layer_f in zip(w.layers, f.layers):
+        for name in ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]:
+            t = getattr(layer, name)
+            assert isinstance(t, QuantTensor) and not t.raw.flags.owndata and t.shape == getattr(layer_f, name).shape
+        for name in ["input_layernorm", "q_norm", "k_norm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                     "post_feedforward_layernorm"]:
+            assert same_bits(getattr(layer, name), getattr(layer_f, name)), name
+    assert isinstance(w.embed_tokens, QuantTensor) and same_bits(w.norm, f.norm)
+    tokens = np.array([0, 2, 9259, 262143, 9259])
+    assert same_bits(w.embed_tokens[tokens], f.embed_tokens[tokens])
+    assert same_bits(w.embed_tokens[9259], f.embed_tokens[9259])
+    assert gemma_quant.weight_bytes() < gemma.weight_bytes() / 4
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_real_quant_logits_bitwise_equal_numba(gemma_quant, gemma, gemma_tokenizer, prompt):
+    """Where the two backends run the same kernels, the logits are the same bits: a prefill of at most 64
+    tokens (MAX_INVARIANT_ROWS: both use the batch-invariant kernels), then decode steps of one token and
+    verification forwards of 5 and of 64 rows on top of it. The quant kernels compute bitwise the float32
+    kernel's sums on bitwise the converted weights (sections 1 and 4), and every other operation is shared."""
+    from tinyspec.fast.kernels import MAX_INVARIANT_ROWS
+
+    ids = gemma_tokenizer.encode(prompt)
+    rng = np.random.default_rng(0)
+    steps = [ids, [9259], [1902], list(rng.integers(3, 262144, 5)), list(rng.integers(3, 262144, MAX_INVARIANT_ROWS))]
+    cq, cf = gemma_quant.new_cache(), gemma.new_cache()
+    for n, tokens in enumerate(steps):
+        assert len(tokens) <= MAX_INVARIANT_ROWS
+        q, f = gemma_quant.forward(tokens, cq), gemma.forward(tokens, cf)
+        assert same_bits(q, f), f"{prompt!r}: forward {n} ({len(tokens)} tokens) differs, max {np.abs(q - f).max()}"
+
+
+@pytest.mark.real
+def test_real_quant_long_prefill_is_bitwise_the_numba_prefill_in_chunks(gemma_quant, gemma):
+    """A prefill of more than 64 tokens is where the backends part: the numba table hands it to BLAS
+    (fast.kernels.MAX_INVARIANT_ROWS), which sums in its own order, while the quant table runs its
+    batch-invariant kernels at every row count. So the quant prefill of 100 tokens in one forward is bitwise the
+    numba prefill in chunks of at most 64 rows (each row's sums never depend on the others), and so is the
+    decode step after it; against numba's one-forward (BLAS) prefill they are only close, and so is every
+    decode step that reads the cache that prefill wrote."""
+    ids = [2] + np.random.default_rng(0).integers(3, 262144, 99).tolist()  # 100 tokens, seed 0
+    cq, cf, cc = gemma_quant.new_cache(), gemma.new_cache(), gemma.new_cache()
+    q, f = gemma_quant.forward(ids, cq), gemma.forward(ids, cf)  # [100, V] each
+    chunks = np.concatenate([gemma.forward(ids[:50], cc), gemma.forward(ids[50:], cc)])  # [100, V]
+    assert same_bits(q, chunks)
+    np.testing.assert_allclose(q, f, rtol=0, atol=1e-2)  # BLAS: the same model, other last bits
+    token = [int(np.argmax(q[-1]))]
+    q, f, chunks = gemma_quant.forward(token, cq), gemma.forward(token, cf), gemma.forward(token, cc)
+    assert same_bits(q, chunks)
+    np.testing.assert_allclose(q, f, rtol=0, atol=1e-2)
+
+
+@pytest.mark.real
+def test_real_quant_greedy_text_is_the_numba_text(gemma_quant, gemma, gemma_tokenizer):
+    """24 greedy tokens after each short prompt: the same ids, so the same text."""
+    from tinyspec.decoding import generate_ids
+
+    for prompt in PROMPTS:
+        ids = gemma_tokenizer.encode(prompt)
+        assert generate_ids(gemma_quant, ids, 24) == generate_ids(gemma, ids, 24), prompt
+
+
+@pytest.mark.real
+def test_real_quant_speculative_equals_vanilla(gemma_quant, gemma_tokenizer):
+    """Greedy speculative decoding (n-gram drafter, k = 4) on the quant backend emits what greedy vanilla
+    decoding on the quant backend emits, and verifies several tokens per forward somewhere."""
+    from tinyspec.decoding import generate_ids
+    from tinyspec.drafters.ngram import NgramDrafter
+    from tinyspec.speculative import SpecStats, speculative_generate_ids
+
+    ids = gemma_tokenizer.encode("List the days of the week: Monday, Tuesday, Wednesday, Thursday,")
+    stats = SpecStats()
+    spec = speculative_generate_ids(gemma_quant, NgramDrafter(), ids, 32, k=4, stats=stats)
+    assert spec == generate_ids(gemma_quant, ids, 32)
+    assert stats.target_forwards < len(spec)
+
+
+@pytest.mark.real
+def test_real_quant_backend_converts_nothing(tmp_path, gemma_quant, gemma_tokenizer):
+    """With TINYSPEC_WEIGHTS naming a directory that does not exist (the GGUF beside it, where packaged_gguf
+    keeps it), `tinyspec tokenize` and `tinyspec predict --backend quant` run in a fresh Python without
+    converting: neither gguf-py nor safetensors is imported, the weights directory is never made, the ids are
+    the converted tokenizer's and the top token is the one gemma_quant predicts."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tinyspec.quant.gguf_file import GGUF_NAME, packaged_gguf
+
+    (tmp_path / GGUF_NAME).symlink_to(packaged_gguf())
+    weights = tmp_path / "gemma-3-270m"
+    env = {**os.environ, "TINYSPEC_WEIGHTS": str(weights)}
+    script = ("import json, sys\nfrom tinyspec import cli\nassert cli.main(sys.argv[1:]) == 0\n"
+              "print(json.dumps(sorted(m for m in ('gguf', 'safetensors') if m in sys.modules)))")
+
+    def run(*args):  # -> (the command's JSON, the conversion modules it imported)
+        done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, done.stderr
+        out, imported = done.stdout.splitlines()
+        return json.loads(out), json.loads(imported)
+
+    prompt = "The capital of France is"
+    ids = gemma_tokenizer.encode(prompt)
+    tokenized, imported = run("tokenize", prompt, "--json")
+    assert tokenized["ids"] == ids and imported == []
+    predicted, imported = run("predict", prompt, "--backend", "quant", "--json", "--top", "1")
+    logits = gemma_quant.forward(ids, gemma_quant.new_cache(), last_only=True)[0]
+    assert predicted["top"][0]["id"] == int(np.argmax(logits)) and imported == []
+    assert not weights.exists()

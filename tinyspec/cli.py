@@ -34,13 +34,32 @@ def read_prompt(text: str, allow_empty: bool = False) -> str:
 
 
 def load(args):
-    """The model and tokenizer, converting the weights on first use (progress goes to stderr)."""
+    """The model and tokenizer, converting the weights on first use (progress goes to stderr); the quant
+    backend converts nothing: it reads the GGUF's blocks, and the tokenizer too if no conversion exists."""
     from .model import Model
     from .tokenizer import Tokenizer
     from .weights import ensure_converted
 
+    if args.backend == "quant":
+        return Model.load(args.weights, backend="quant"), load_tokenizer(args.weights)
     directory = ensure_converted(args.weights)
     return Model.load(directory, backend=args.backend), Tokenizer.from_file(directory / "tokenizer.json")
+
+
+def load_tokenizer(weights):
+    """The converted tokenizer.json if the weights directory holds a conversion, else the tokenizer built
+    from the GGUF's vocabulary (the same one: `tinyspec convert` builds tokenizer.json that way)."""
+    from pathlib import Path
+
+    from .tokenizer import Tokenizer
+    from .weights import default_weights_dir, is_complete
+
+    directory = Path(weights) if weights is not None else default_weights_dir()
+    if directory.suffix != ".gguf" and is_complete(directory):
+        return Tokenizer.from_file(directory / "tokenizer.json")
+    from .quant.gguf_file import gguf_path, open_gguf
+
+    return open_gguf(gguf_path(weights)).tokenizer()
 
 
 def sampling_params(args):
@@ -56,8 +75,10 @@ def sampling_params(args):
 def add_model_args(p):
     p.add_argument("--weights", default=None, help="converted weights directory (default: $TINYSPEC_WEIGHTS "
                                                    "or weights/gemma-3-270m)")
-    p.add_argument("--backend", choices=["numba", "numpy"], default="numba",
-                   help="numba: fast batch-invariant kernels (default); numpy: the readable reference")
+    p.add_argument("--backend", choices=["numba", "numpy", "quant"], default="numba",
+                   help="numba: fast batch-invariant kernels (default); numpy: the readable reference; quant: the "
+                        "numba kernels on the GGUF's 4-8 bit blocks, memory-mapped, nothing converted (--weights "
+                        "may then name a .gguf file)")
 
 
 def add_sampling_args(p):
@@ -80,11 +101,8 @@ def cmd_convert(args):
 
 
 def cmd_tokenize(args):
-    from .tokenizer import Tokenizer
-    from .weights import ensure_converted
-
     text = read_prompt(args.text, allow_empty=True)
-    tok = Tokenizer.from_file(ensure_converted(args.weights) / "tokenizer.json")
+    tok = load_tokenizer(args.weights)  # the GGUF's own when nothing is converted: no conversion to tokenize
     ids = tok.encode(text, add_bos=not args.no_bos)
     if args.json:
         print(json.dumps({"ids": ids, "tokens": [tok.token_text(i) for i in ids]}, ensure_ascii=False))

@@ -33,6 +33,8 @@ from .weights import Layer, Weights, weight_bytes
 # 1. Embeddings ------------------------------------------------------------------------------------------
 
 def embed(tokens, embed_tokens, hidden_size):  # [M] -> [M, d]
+    """E[tokens] * sqrt(d). On the quant backend E is the GGUF's QuantTensor: indexing it dequantizes only
+    these M rows (QuantTensor.__getitem__), to exactly the float32 values the converted weights hold."""
     return embed_tokens[tokens] * np.float32(np.sqrt(hidden_size))  # [M, d]  Gemma scales by sqrt(d)
 
 
@@ -205,7 +207,15 @@ class Model:
 
     @classmethod
     def load(cls, directory=None, backend: str = "numba", progress=None) -> "Model":
-        """The real Gemma 3 270M (converted on first use)."""
+        """The real Gemma 3 270M (converted on first use). backend="quant" converts nothing: it maps the GGUF
+        (`directory`: a .gguf file, or the weights directory it is kept beside; tinyspec.quant.gguf_file.gguf_path)
+        and computes on its blocks."""
+        if backend == "quant":
+            from .quant.gguf_file import gguf_path, open_gguf
+
+            gguf = open_gguf(gguf_path(directory))
+            cfg = gguf.config()
+            return cls(cfg, gguf.quantized_weights(cfg), backend)
         from .weights import ensure_converted, load
 
         cfg, weights = load(ensure_converted(directory, progress))

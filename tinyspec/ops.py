@@ -72,11 +72,16 @@ NUMPY = Ops(matmul=matmul, attention=attention, rms_norm=rms_norm)
 
 
 def get_ops(name: str) -> Ops:
-    """The table of a backend: "numpy" (above) or "numba" (tinyspec/fast/kernels.py, imported only here)."""
+    """The table of a backend: "numpy" (above), "numba" (tinyspec/fast/kernels.py, imported only here) or
+    "quant" (the numba table with matmul on the GGUF's quantized blocks: tinyspec/quant/kernels.py)."""
     if name == "numpy":
         return NUMPY
     if name == "numba":
         from .fast.kernels import NUMBA
 
         return NUMBA
-    raise ValueError(f"unknown backend {name!r}: choose one of numba, numpy")
+    if name == "quant":
+        from .quant.kernels import QUANT
+
+        return QUANT
+    raise ValueError(f"unknown backend {name!r}: choose one of numba, numpy, quant")

@@ -84,6 +84,15 @@ def packaged_gguf(directory: Path | None = None) -> Path:
     return path
 
 
+def gguf_path(weights: str | Path | None = None) -> Path:
+    """The GGUF that `--weights` names: a .gguf file as it is; a (converted or not) weights directory, the
+    packaged GGUF kept beside it (packaged_gguf of its parent); None, the default place (packaged_gguf())."""
+    if weights is None:
+        return packaged_gguf()
+    weights = Path(weights)
+    return weights if weights.suffix == ".gguf" else packaged_gguf(weights.parent)
+
+
 # --------------------------------------------------------------------------------------------------------
 # 2. One tensor: raw blocks, format, shape
 # --------------------------------------------------------------------------------------------------------
@@ -101,6 +110,19 @@ class QuantTensor:
         from .blocks import dequantize
 
         return dequantize(self.raw, self.format.ggml_type, self.shape)
+
+    def __getitem__(self, rows) -> np.ndarray:  # [M] row ids (or one id, or a slice) -> float32 [M, *shape[1:]]
+        """The float32 values of the rows asked for, only those dequantized: the model's embedding lookup
+        E[tokens] reads M rows of token_embd, not 671 MB. Bitwise gguf's values (tinyspec.quant.blocks)."""
+        from .blocks import dequantize
+
+        raw = self.raw[rows]  # [M, bytes per row] (a copy of M rows), or [bytes per row] for one id
+        return dequantize(raw, self.format.ggml_type, raw.shape[:-1] + (self.shape[-1],))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its blocks: what a matmul on it reads (tinyspec.weights.weight_bytes counts these)."""
+        return self.raw.nbytes
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -231,7 +253,9 @@ class GGUFFile:
         return Tokenizer(build_tokenizer(**vocabulary), bos_id=vocabulary["bos_id"], eos_id=vocabulary["eos_id"])
 
     def quantized_weights(self, cfg: Config | None = None):
-        """tinyspec.weights.Weights whose fields are QuantTensors (same names, same shapes as the float32 ones).
+        """tinyspec.weights.Weights of the file as it is (same names, same shapes as the float32 ones): every
+        quantized matrix a QuantTensor, its blocks left in the mapped file; the F32 tensors (the RMSNorm
+        scales, 0.2 MB in all) plain float32 arrays, copied out, the arrays the Numba kernels take.
 
         Checks that every tensor the model needs is present with the shape tinyspec.weights.expected_shapes
         gives, and names the one that is not."""
@@ -247,7 +271,7 @@ class GGUFFile:
                 raise WeightsError(f"{self.path} lacks tensor {gguf_name[ckpt_name]} (for {ckpt_name})")
             if t.shape != shape:
                 raise WeightsError(f"{self.path}: tensor {t.name} has shape {t.shape}, expected {shape} (for {ckpt_name})")
-            tensors[ckpt_name] = t
+            tensors[ckpt_name] = np.array(t.dequantize()) if t.format.name == "F32" else t  # F32: a writable copy
         return to_structured(tensors, cfg)
 
 

@@ -33,6 +33,9 @@ They name the format by its ggml type number, a compile-time constant: `_group`,
 the format in the loop. (Passing the functions themselves as arguments would also compile, but Numba cannot
 cache such a kernel on disk, and compiling one takes seconds at every start.)
 
+QUANT (section 5) is the backend table of `get_ops("quant")`: the numba table, with every matmul on a QuantTensor
+sent here, at every row count (the numba table sends more than 64 rows to BLAS; this one has no BLAS path).
+
 Unlike the float32 kernel these do not prefetch the next rows while later tiles compute (a first version:
 bench/kernels.py is where a measurement of it would go).
 
@@ -52,8 +55,11 @@ import numpy as np
 from numba import literally, njit, prange, types
 from numba.extending import overload
 
+from ..fast.kernels import NUMBA
 from ..fast.simd import WIDTH, vfma, vload, vstore, vzero
+from ..ops import Ops
 from .blocks import FORMATS, BlockFormat
+from .gguf_file import QuantTensor
 from .simd import band, bload, bor, bshl, bshr, bshr_lanes, bsplat, vfloat, vmul, vmulsub
 
 PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone
@@ -362,3 +368,18 @@ def matmul_quant(x, tensor):  # [M, K] float32, QuantTensor [N, K] -> [M, N] flo
         known = ", ".join(f.block.name for f in KERNEL_FORMATS.values())
         raise NotImplementedError(f"matmul_quant: no kernel for {name} ({tensor.name}); there are kernels for F32, {known}")
     return _matmul(x, tensor.raw, name)
+
+
+# 5. The backend table: get_ops("quant") -------------------------------------------------------------------
+
+def matmul_blocks_or_float(x, W):  # [M, K] float32, QuantTensor or float32 [N, K] -> [M, N] float32
+    """The quant table's matmul. A QuantTensor goes to matmul_quant at every row count, the prefill's too: no
+    BLAS path, so no dequantized copy of a matrix is ever made. A float32 array (a drafter's own matrices)
+    goes where the numba table sends it."""
+    if isinstance(W, QuantTensor):
+        return matmul_quant(x, W)
+    return NUMBA.matmul(x, W)
+
+
+# the numba table, with matmul on the GGUF's blocks: what tinyspec.ops.get_ops("quant") returns
+QUANT = Ops(matmul=matmul_blocks_or_float, attention=NUMBA.attention, rms_norm=NUMBA.rms_norm)
