@@ -64,9 +64,9 @@ class PrefixCachedModel(Model):
         super().__init__(cfg, weights, backend)
         self.prefills = {}  # tuple(prompt ids) -> (k rows per layer, v rows per layer, hidden [P, d])
 
-    def hidden(self, tokens, cache, layers=None):  # [M] -> [M, d]
-        if cache.length != 0 or layers is not None:  # a decode or verify step, or a partial run: as usual
-            return super().hidden(tokens, cache, layers)
+    def hidden(self, tokens, cache, layers=None, tree=None):  # [M] -> [M, d]
+        if cache.length != 0 or layers is not None or tree is not None:  # a decode or verify step, a partial run
+            return super().hidden(tokens, cache, layers, tree)  # or a tree: as usual
         key = tuple(int(t) for t in np.asarray(tokens).ravel())
         if key in self.prefills:
             ks, vs, h = self.prefills[key]
@@ -75,7 +75,7 @@ class PrefixCachedModel(Model):
                 cache.write(i, 0, ks[i], vs[i])
             cache.length = len(key)
             return h.copy()
-        h = super().hidden(tokens, cache, layers)  # [P, d]
+        h = super().hidden(tokens, cache)  # [P, d]
         n = len(key)
         self.prefills[key] = ([k[:n].copy() for k in cache.k], [v[:n].copy() for v in cache.v], h.copy())
         return h
