@@ -229,6 +229,14 @@ def test_long_prompts_on_the_real_model_roll_back_across_the_sliding_window(gemm
     assert len(rollbacks) >= 3
     if prompt_len < gemma.cfg.sliding_window:
         assert any(s.position <= gemma.cfg.sliding_window < s.position + len(s.drafted) for s in rollbacks)
+    if prompt_len < gemma.cfg.sliding_window:  # a tree's rows too: each node at its depth's position, then moved
+        from tinyspec.drafters import NgramDrafter
+
+        trace = []
+        assert speculative_generate_ids(gemma, NgramDrafter(max_n=2), prompt, n, k=8, tree=8, stop_at_eos=False,
+                                        trace=trace) == vanilla
+        assert any(s.path and s.path != list(range(len(s.path))) for s in trace) or \
+            any(len(set(s.parents)) < len(s.parents) for s in trace)  # some step held a real tree
 
 
 # --- 2. greedy and coupled, token for token, on table models ---------------------------------------------------
