@@ -18,7 +18,9 @@ rule. One step:
 # Step 4  roll the target's cache (and the drafter) back to the accepted length
 # Step 5  emit the tokens, stopping exactly where vanilla decoding would: at EOS or max_new_tokens
 
-The prefill and the first token are exactly vanilla decoding's (`decoding.prefill`, `decoding.choose`).
+The prefill and the first token are exactly vanilla decoding's (`decoding.prefill`, `decoding.choose`). With
+`tree=N` the drafter offers a tree of up to N guesses instead of a chain (tinyspec/tree.py): Step 2 lets each
+node attend to its own ancestors, Step 3 walks down the tree, Step 4 moves the accepted path's rows into place.
 """
 
 from __future__ import annotations
