@@ -149,7 +149,7 @@ assert scores["shipped"]["acc1"] > scores["copied layers, fitted projection"]["a
 # %% [markdown]
 # ## 4. How the shipped drafter was made
 #
-# One command, on one CPU core (the other was busy), within the budget the issue set (under an hour):
+# One command, on one CPU core (the other was busy), in under an hour:
 #
 #     NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 tinyspec train-mtp --minutes 50
 #
@@ -164,7 +164,7 @@ if made:
           f"{made['data']['heldout_tokens']} held out; {made['steps']} Adam steps at lr {tcm['lr']}")
     print(f"held-out acc1: {made['init_eval']['acc1']:.3f} after the fit, {made['final_eval']['acc1']:.3f} "
           f"after training; acc2 {made['final_eval']['acc2']:.3f}")
-# Measured on bench prompts it never saw (`python -m tinyspec.mtp.report`): see README.md, "Numbers".
+# Measured on bench prompts it never saw (`python -m tinyspec.mtp.report`): see bench/results.md, "The trained MTP drafter".
 
 # %% [markdown]
 # ## Try this
