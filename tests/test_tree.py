@@ -249,7 +249,9 @@ def test_tree_validation():
     with pytest.raises(ValueError, match="one parent per token"):
         TokenTree([5, 6], [-1])
     chain = TokenTree.chain([4, 2, 4])
-    assert chain.parents == [-1, 0, 1] and chain.depths == [1, 2, 3] and chain.row_parents() == [-1, 0, 1, 2]
+    assert chain.parents == [-1, 0, 1] and chain.depths == [1, 2, 3]
+    layout = chain.layout(start=10)  # the root at cache row 10, node i at row 11 + i
+    assert layout.ancestors == [[], [10], [10, 11], [10, 11, 12]] and layout.positions() == [10, 11, 12, 13]
 
 
 def test_the_ngram_trie_merges_earlier_continuations():

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .randomness import RandomSource
-from .sampling import SamplingParams, draw, warp
+from .sampling import SamplingParams, choose_token, warp
 
 
 @dataclass
@@ -82,11 +82,6 @@ class TokenTree:
             nodes.append(node)
             node = self.parents[node]
         return nodes[::-1]
-
-    def row_parents(self) -> list:
-        """[N + 1] the parent ROW of every row of the verification forward: row 0 (the root) has none (-1), row
-        i + 1 (node i) hangs under row parents[i] + 1."""
-        return [-1] + [p + 1 for p in self.parents]
 
     def layout(self, start: int) -> "TreeLayout":
         """Where the verification forward puts the tree in a cache that holds `start` rows of context: the root
@@ -153,7 +148,6 @@ class TreeVerdict:
     path: list  # the accepted nodes, root's child first
     token: int  # the target's own token after them: a correction, or a bonus under a leaf
     kind: str  # "correction" (the walk left the tree) or "bonus" (it reached a leaf)
-    tried: int = 0  # children checked (rejection) or compared (greedy, sampling) along the walk
     uniforms: list = field(default_factory=list)  # rejection: the u of each child checked
     p_draft: list = field(default_factory=list)  # (the chain's per-draft figures: not kept for trees)
     q_draft: list = field(default_factory=list)
@@ -164,27 +158,20 @@ class TreeVerdict:
 
 
 def verify_tree_greedy(logits, tree: TokenTree) -> TreeVerdict:  # [N+1, V]
-    return _walk(logits, tree, lambda row, node: int(np.argmax(logits[row])))
+    """The greedy walk: the sampling walk at temperature 0 (the target's choice is its argmax)."""
+    return verify_tree_sampling(logits, tree, SamplingParams(), None, 0)
 
 
 def verify_tree_sampling(logits, tree: TokenTree, params: SamplingParams, random: RandomSource,
                          position: int) -> TreeVerdict:
-    """SpecExec's walk: the target draws its own token at each row (`position`: the absolute position of the
-    root's children), one draw per emitted token."""
+    """SpecExec's walk: at each row the target makes its own choice (sampling.choose_token: a draw from p, the
+    coupled Gumbel token, or the argmax; `position`: the absolute position of the root's children), one per
+    emitted token, and the walk descends to the child holding it."""
     depths = [0] + tree.depths
-
-    def target_token(row, node):
-        p = warp(logits[row], params.temperature, params.top_k, params.top_p)  # [V]
-        return draw(p, params, random, position + depths[row])
-    return _walk(logits, tree, target_token)
-
-
-def _walk(logits, tree: TokenTree, choose) -> TreeVerdict:
     verdict, node = TreeVerdict([], -1, "bonus"), -1  # node -1: the root, row 0
     while True:
-        token = choose(node + 1, node)
+        token = choose_token(logits[node + 1], params, random, position + depths[node + 1])[0]
         kids = tree.children(node)
-        verdict.tried += bool(kids)
         child = next((c for c in kids if tree.tokens[c] == token), None)
         if child is None:
             verdict.token, verdict.kind = token, ("correction" if kids else "bonus")
@@ -206,7 +193,6 @@ def verify_tree_rejection(logits, tree: TokenTree, params: SamplingParams, rando
         q = tree.q[row].astype(np.float64) if kids else None  # [V]
         for child in kids:
             x = tree.tokens[child]
-            verdict.tried += 1
             keep = random.accept(acceptance_probability(p, q, x))
             verdict.uniforms.append(random.last_uniform)
             if keep:
