@@ -8,6 +8,15 @@
                                      # on a machine shared with other work: CPU time of one thread
     python -m bench --drafters ngram,early-exit:6 --peer-python /path/to/venv/bin/python
                                      # a second drafter (on one prompt per category) and the peers
+    python -m bench --drafters ngram:8,ngram:8/tree24
+                                     # chain against tree: the same drafter, then a tree of up to 24 guesses
+    python -m bench --tree 16        # every drafter a tree of up to 16 guesses (bench/trees.py: counts only)
+
+A drafter is a tinyspec drafter name (`ngram:8`, `early-exit:6`, `mtp`), then optionally `@kN` (a fixed k = N,
+without the break-even rule), then optionally `/treeN`: a tree of up to N guesses a step, at most k deep,
+verified in one forward (with the rule, the tree break-even rule sets each step's budget, up to N). `--tree N`
+gives every drafter without its own `/treeN` a tree of N (`/tree0`: a chain); the tables name each drafter
+with its budget written out.
 
 (`python -m` from the repository root: bench/ is a package, not installed with tinyspec.)
 
@@ -22,7 +31,9 @@ arithmetic, prose) and every drafter, batch 1:
 #             (the target's verify forward over k+1 tokens and the verification itself). With c = D / (k t1)
 #             and v = W / t1 the cost model (tinyspec.theory) predicts
 #                 speedup = (1 - a^(k+1)) / ((1 - a) (k c + v))      a = the measured acceptance rate
-#             which assumes every step drafts k tokens, each accepted independently with probability a.
+#             which assumes every step drafts k tokens, each accepted independently with probability a. For a
+#             tree, k is its nodes per step and a the share of them on the accepted path; the formula has no
+#             term for branches, so trees get no prediction.
 # 4. peers    Hugging Face transformers (float32 CPU torch; greedy and its prompt-lookup decoding) and llama.cpp
 #             (llama-cpp-python on the same GGUF) in a subprocess of another Python (`--peer-python`), when
 #             installed; skipped with a note otherwise. See bench/peers.py.

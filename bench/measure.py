@@ -26,11 +26,11 @@ class Run:
     seconds: float  # by the run's clock (wall or CPU time), prefill included
     prefill_seconds: float
     target_forwards: int  # the prefill included
-    drafted: int = 0
-    accepted: int = 0
+    drafted: int = 0  # drafts verified (a tree: its nodes)
+    accepted: int = 0  # drafts kept (a tree: the nodes of the accepted path)
     steps: int = 0  # speculative steps (one target forward each)
     draft_seconds: float = 0.0  # D summed over the steps
-    k_requested: int = 0  # summed over the steps
+    k_requested: int = 0  # summed over the steps (a tree: its node budget)
 
     @property
     def decode_tokens(self) -> int:  # the first token comes from the prefill's logits
@@ -41,24 +41,80 @@ class Run:
         return self.seconds - self.prefill_seconds
 
 
-def parse_drafter(name: str, k: int, adaptive: bool) -> tuple[str, int, bool]:
-    """A bench drafter name: a tinyspec drafter name, optionally with "@kN" for a fixed k = N (no break-even
-    rule), e.g. "ngram:3@k8". Returns (tinyspec drafter name, k, adaptive).
+def split_tree(spec: str) -> tuple[str, int | None]:
+    """A drafter spec's "/treeN" suffix, split off: (the rest, N), or (spec, None) without one.
+
+        >>> split_tree("ngram:8@k16/tree24"), split_tree("mtp")
+        (('ngram:8@k16', 24), ('mtp', None))
+    """
+    rest, sep, budget = spec.rpartition("/tree")
+    if not sep or "/" in budget:  # no suffix ("/tree" inside a path, e.g. mtp:trees/x.npz, is no suffix)
+        return spec, None
+    if not budget.isdigit():
+        raise ValueError(f"drafter {spec!r}: write a tree as /treeN with N a whole number, after any @kN, "
+                         "e.g. ngram:8@k16/tree24")
+    return rest, int(budget)
+
+
+def parse_drafter(name: str, k: int, adaptive: bool, tree: int = 0) -> tuple[str, int, bool, int]:
+    """A bench drafter spec: a tinyspec drafter name, then optionally "@kN" for a fixed k = N (no break-even
+    rule), then optionally "/treeN" for a tree of up to N guesses a step, at most k deep (/tree0: a chain).
+    k, adaptive and tree (--tree) apply to a spec that does not set them. Returns (tinyspec drafter name, k,
+    adaptive, tree budget); with adaptive, the tree break-even rule sets each step's budget, up to N.
 
         >>> parse_drafter("ngram:3@k8", 16, True), parse_drafter("ngram", 16, True)
-        (('ngram:3', 8, False), ('ngram', 16, True))
+        (('ngram:3', 8, False, 0), ('ngram', 16, True, 0))
+        >>> parse_drafter("ngram:8@k16/tree24", 8, True), parse_drafter("mtp", 4, True, tree=8)
+        (('ngram:8', 16, False, 24), ('mtp', 4, True, 8))
     """
-    base, sep, fixed = name.partition("@k")
+    rest, budget = split_tree(name)
+    tree = tree if budget is None else budget
+    base, sep, fixed = rest.partition("@k")
     if not sep:
-        return name, k, adaptive
+        return rest, k, adaptive, tree
     if not fixed.isdigit() or int(fixed) < 1:
         raise ValueError(f"drafter {name!r}: write a fixed k as @kN with N >= 1, e.g. ngram@k8")
-    return base, int(fixed), False
+    return base, int(fixed), False, tree
+
+
+def drafter_label(spec: str, tree: int = 0) -> str:
+    """A spec as the tables name it: with its tree budget written out (--tree's for a spec without /treeN), and
+    without /tree0 (a chain), so that every row says what it ran.
+
+        >>> drafter_label("ngram:8", 16), drafter_label("ngram:8/tree0", 16), drafter_label("mtp@k4/tree8")
+        ('ngram:8/tree16', 'ngram:8', 'mtp@k4/tree8')
+    """
+    rest, budget = split_tree(spec)
+    budget = tree if budget is None else budget
+    return f"{rest}/tree{budget}" if budget else rest
+
+
+def time_trees(drafter):
+    """Give a tinyspec TimedDrafter a timed propose_tree. TimedDrafter times propose() only, and the
+    propose_tree it inherits from Drafter calls propose(): the loop would verify the inner drafter's chain
+    instead of its tree. This one hands the tree to the inner drafter and counts its nodes as drafted tokens,
+    its budget as the tokens asked for."""
+    from tinyspec.drafters import Drafter
+
+    if type(drafter).propose_tree is not Drafter.propose_tree:  # tinyspec times trees itself
+        return drafter
+
+    def propose_tree(context, budget, max_depth):
+        tree, took = drafter._timed(drafter.inner.propose_tree, context, budget, max_depth)
+        drafter.propose_seconds += took
+        drafter.drafted += len(tree)
+        drafter.k_requested += budget
+        drafter.calls += 1
+        return tree
+
+    drafter.propose_tree = propose_tree
+    return drafter
 
 
 def run_once(model, ids, max_new_tokens, params, drafter_name=None, verifier="greedy", k=4, adaptive=False,
              clock=time.perf_counter) -> Run:
-    """Vanilla decoding (drafter_name None) or speculative decoding of `ids`, timed by `clock`."""
+    """Vanilla decoding (drafter_name None) or speculative decoding of `ids`, timed by `clock`. drafter_name is a
+    bench drafter spec (parse_drafter): its /treeN, if any, verifies a tree a step instead of a chain."""
     from tinyspec.decoding import Stats, generate
     from tinyspec.drafters import make_drafter
     from tinyspec.measure import TimedDrafter  # propose_seconds: the drafting time D
@@ -68,11 +124,11 @@ def run_once(model, ids, max_new_tokens, params, drafter_name=None, verifier="gr
         stats = Stats()
         out = list(generate(model, ids, max_new_tokens, params, stats=stats, clock=clock))
         return Run(out, stats.seconds, stats.prefill_seconds, stats.target_forwards)
-    drafter_name, k, adaptive = parse_drafter(drafter_name, k, adaptive)
-    drafter = TimedDrafter(make_drafter(drafter_name), clock=clock)
+    drafter_name, k, adaptive, tree = parse_drafter(drafter_name, k, adaptive)
+    drafter = time_trees(TimedDrafter(make_drafter(drafter_name), clock=clock))
     stats = SpecStats()
     out = list(speculative_generate(model, drafter, ids, max_new_tokens, params, verifier, k, adaptive=adaptive,
-                                    stats=stats, clock=clock))
+                                    stats=stats, clock=clock, tree=tree))
     return Run(out, stats.seconds, stats.prefill_seconds, stats.target_forwards, stats.drafted, stats.accepted,
                stats.steps, drafter.propose_seconds, drafter.k_requested)
 
@@ -114,8 +170,11 @@ def measure_prompt(model, ids, max_new_tokens, modes, k=4, adaptive=False, clock
 
 # --- the numbers: speedups, the cost model, category sums ------------------------------------------------------
 
-def compare(vanilla: list[Run], spec: list[Run], k_default: float) -> dict:
-    """Sum the median runs of several prompts (one prompt: lists of one) into the table's numbers."""
+def compare(vanilla: list[Run], spec: list[Run], k_default: float, tree: int = 0) -> dict:
+    """Sum the median runs of several prompts (one prompt: lists of one) into the table's numbers. tree: the
+    runs' tree budget (0: chains). For trees, k is the nodes verified per step, the acceptance the share of
+    them on the accepted path, and there is no cost-model prediction (None): the chain's formula has no term
+    for a tree's branches."""
     from tinyspec.theory import expected_tokens_per_step
 
     v_tok = sum(r.decode_tokens for r in vanilla)
@@ -147,10 +206,10 @@ def compare(vanilla: list[Run], spec: list[Run], k_default: float) -> dict:
         v = ((s_sec - draft_sec) / steps) / t1  # one verification step's cost, in single-token forwards
         k_mean = drafted / steps  # drafts verified per step (the break-even rule verifies 0..k of those asked)
         # one step emits E(a, k) = (1 - a^(k+1)) / (1 - a) tokens on average and costs draft + v
-        predicted = expected_tokens_per_step(out["acceptance_rate"], k_mean) / (draft + v)
+        predicted = None if tree else expected_tokens_per_step(out["acceptance_rate"], k_mean) / (draft + v)
         out.update(k=k_mean, c=draft / asked, v=v, predicted_speedup=predicted)
     else:
-        out.update(k=k_default, c=0.0, v=0.0, predicted_speedup=0.0)
+        out.update(k=k_default, c=0.0, v=0.0, predicted_speedup=None if tree else 0.0)
     return out
 
 
@@ -172,10 +231,12 @@ class Results:
         return names
 
     def rows(self, mode) -> list[dict]:
-        """One row per (category, drafter), categories in CATEGORIES order, then an 'all' row per drafter."""
+        """One row per (category, drafter), categories in CATEGORIES order, then an 'all' row per drafter; a row's
+        "tree" is its drafter's tree budget (0: a chain), "k" the drafts (a tree: nodes) verified per step."""
         rows = []
-        k = self.settings.get("k", 4)
+        k, adaptive = self.settings.get("k", 4), self.settings.get("adaptive", False)
         for drafter in self.drafters(mode):
+            tree = parse_drafter(drafter, k, adaptive)[3]
             groups = [(c, [p for p in self.prompts if p["category"] == c]) for c in CATEGORIES]
             groups.append(("all", list(self.prompts)))
             for category, ps in groups:
@@ -183,8 +244,8 @@ class Results:
                 if not ps:
                     continue
                 row = compare([p["modes"][mode]["vanilla"]["run"] for p in ps],
-                              [p["modes"][mode][drafter]["run"] for p in ps], k)
-                row.update(category=category, drafter=drafter, prompts=len(ps),
+                              [p["modes"][mode][drafter]["run"] for p in ps], k, tree)
+                row.update(category=category, drafter=drafter, tree=tree, prompts=len(ps),
                            identical=sum(p["modes"][mode][drafter]["identical"] for p in ps)
                            if mode == "greedy" else None)
                 rows.append(row)

@@ -13,13 +13,14 @@ def markdown_summary(results: Results, mode: str) -> str:
         return ""
     ident = mode == "greedy"
     head = ("| category | drafter | prompts | vanilla tok/s | speculative tok/s | speedup | acceptance "
-            "| tokens/forward | c | v | cost-model speedup |" + (" identical |" if ident else ""))
+            "| tokens/forward | drafts/step | c | v | cost-model speedup |" + (" identical |" if ident else ""))
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         name = f"**{r['category']}**" if r["category"] == "all" else r["category"]
+        predicted = "-" if r["predicted_speedup"] is None else f"{r['predicted_speedup']:.2f}x"  # None: a tree
         line = (f"| {name} | {r['drafter']} | {r['prompts']} | {r['vanilla_tokens_per_second']:.1f} "
                 f"| {r['speculative_tokens_per_second']:.1f} | **{r['speedup']:.2f}x** | {r['acceptance_rate']:.0%} "
-                f"| {r['tokens_per_forward']:.2f} | {r['c']:.3f} | {r['v']:.2f} | {r['predicted_speedup']:.2f}x |")
+                f"| {r['tokens_per_forward']:.2f} | {r['k']:.1f} | {r['c']:.3f} | {r['v']:.2f} | {predicted} |")
         if ident:
             line += f" {r['identical']}/{r['prompts']} |"
         lines.append(line)
@@ -68,7 +69,7 @@ def markdown_peers(results: Results) -> str:
                      "| spec == own greedy | greedy == tinyspec's |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for name, row in ours.items():
-            _, k_used, rule = parse_drafter(name, k, results.settings.get("adaptive", False))
+            _, k_used, rule, _ = parse_drafter(name, k, results.settings.get("adaptive", False))
             lines.append(f"| tinyspec ({results.settings.get('backend')}) | {len(chosen)} "
                          f"| {row['vanilla_tokens_per_second']:.1f} | {name} {'k<=' if rule else 'k='}{k_used} "
                          f"| {row['speculative_tokens_per_second']:.1f} | {row['speedup']:.2f}x "
@@ -156,13 +157,19 @@ def markdown(results: Results) -> str:
            f"Gemma 3 270M (float32), backend `{s.get('backend')}`, batch 1, "
            + (f"at most k = {s.get('k')} drafts a step, of which the break-even rule verifies those that pay "
               "(drafters marked @kN: a fixed k = N, every draft verified)" if s.get('adaptive') else
-              f"k = {s.get('k')}") +
+              f"k = {s.get('k')}")
+           + ("; drafters marked /treeN verify a tree of up to N guesses a step, at most k deep, in one forward"
+              + (" (the tree break-even rule sets each step's budget, up to N, unless marked @kN)"
+                 if s.get("adaptive") else "")
+              if any(parse_drafter(d, 1, False)[3] for d in s.get("drafters", [])) else "") +
            f"; {m.get('numba_threads')} thread(s) per process; vanilla and speculative runs interleaved, the median "
            f"of {repeats}; "
            f"{len(results.prompts)} prompts, timed by {clock}. Tokens/s are decode speeds (prefill excluded; it "
-           "is the same for both). c = cost of one drafted token and v = cost of one verification step, both in "
-           "single-token target forwards, measured; the cost-model speedup is (1 - a^(k+1)) / ((1 - a)(k c + v)) "
-           "with the measured acceptance a.", ""]
+           "is the same for both). Drafts/step: drafts verified per step (a tree: its nodes; the acceptance is "
+           "then the share of them on the accepted path). c = cost of one drafted token (a tree: of one node of "
+           "its budget) and v = cost of one verification step, both in single-token target forwards, measured; "
+           "the cost-model speedup is (1 - a^(k+1)) / ((1 - a)(k c + v)) with the measured acceptance a "
+           "(chains only: it has no term for a tree's branches).", ""]
     g = markdown_summary(results, "greedy")
     if g:
         out += ["## Greedy (temperature 0): speculative output must equal vanilla output", "", g, ""]
@@ -202,10 +209,11 @@ def plot(results_json: dict, path) -> bool:
         rows = {r["category"]: r for r in results_json["summary"][mode] if r["drafter"] == drafter}
         xs = [j + (i - (len(series) - 1) / 2) * width for j, c in enumerate(cats) if c in rows]
         ys = [rows[c]["speedup"] for c in cats if c in rows]
-        pred = [rows[c]["predicted_speedup"] for c in cats if c in rows]
+        pred = [rows[c]["predicted_speedup"] for c in cats if c in rows]  # None (a tree): no dot
+        dots = [(x, y) for x, y in zip(xs, pred) if y is not None]
         bars = ax.bar(xs, ys, width, label=f"{drafter}, {mode} ({n} prompts)")
         ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=7, padding=1)
-        ax.plot(xs, pred, "k.", markersize=6)
+        ax.plot([x for x, _ in dots], [y for _, y in dots], "k.", markersize=6)
     ax.plot([], [], "k.", label="cost model")
     ax.axhline(1.0, color="grey", linewidth=1, linestyle="--")
     ax.set_xticks(range(len(cats)), cats)

@@ -18,7 +18,7 @@ if __name__ == "__main__" and not __package__:  # `python bench/run.py`: a modul
              "or `tinyspec bench`")
 
 from .machine import load_average, machine_info, memory_floor  # noqa: E402
-from .measure import Results, compare, measure_prompt, parse_drafter, run_once  # noqa: E402
+from .measure import Results, compare, drafter_label, measure_prompt, parse_drafter, run_once  # noqa: E402
 from .peers import find_peer_python, gguf_path, missing_peers, run_peers  # noqa: E402
 from .prompts import CATEGORIES, PROMPTS, load_prompts, select_prompts  # noqa: E402
 from .report import markdown, markdown_peers, markdown_summary, plot  # noqa: E402
@@ -37,11 +37,17 @@ def add_bench_arguments(p) -> None:
     p.add_argument("--drafters", default="ngram:8,ngram@k8",
                    help="comma-separated drafters; the first runs on every prompt, the others on "
                         "--others-per-category prompts of each category. NAME@kN: a fixed k = N, without the "
-                        "break-even rule (default ngram:8,ngram@k8: prompt lookup matching up to 8 tokens with the "
-                        "rule, and the plain prompt lookup of up to 3 tokens, 8 drafts a step)")
+                        "break-even rule; NAME/treeN (or NAME@kM/treeN): a tree of up to N guesses a step, at most "
+                        "k deep, /tree0 a chain (default ngram:8,ngram@k8: prompt lookup matching up to 8 tokens "
+                        "with the rule, and the plain prompt lookup of up to 3 tokens, 8 drafts a step)")
     p.add_argument("--others-per-category", type=int, default=1,
                    help="prompts per category for the drafters after the first (default 1)")
-    p.add_argument("--k", type=int, default=16, help="the most tokens drafted per step (default 16)")
+    p.add_argument("--k", type=int, default=16, help="the most tokens drafted per step (default 16; a tree's "
+                                                     "greatest depth)")
+    p.add_argument("--tree", type=int, default=0, metavar="N",
+                   help="verify a tree of up to N guesses a step, at most k deep, for every drafter without its "
+                        "own /treeN (default 0: chains); with the break-even rule, the tree rule sets each step's "
+                        "budget, up to N")
     p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
                    help="the break-even rule verifies 0..k drafts a step, the number that pays by the cost model "
                         "(default; --no-adaptive verifies every draft, k a step)")
@@ -98,15 +104,28 @@ def check_args(args) -> None:
         args.peers = "none" if args.peers == "auto" else args.peers
         if not args.ids and not args.categories:
             args.categories = "code-edit,prose"
-    for name, value, low in (("--k", args.k, 1), ("--repeats", args.repeats, 1),
+    for name, value, low in (("--k", args.k, 1), ("--tree", args.tree, 0), ("--repeats", args.repeats, 1),
                              ("--others-repeats", args.others_repeats, 1),
                              ("--sampled-repeats", args.sampled_repeats, 0)):
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
     from tinyspec.drafters import make_drafter
+    from tinyspec.sampling import SamplingParams
+    from tinyspec.speculative import check_settings
 
+    labels = []  # the drafters as the tables name them: each with its tree budget written out
     for d in args.drafters.split(","):
-        make_drafter(parse_drafter(d, args.k, args.adaptive)[0])  # reject a bad name before loading anything
+        label = drafter_label(d, args.tree)
+        name, k, _, tree = parse_drafter(label, args.k, args.adaptive)
+        try:
+            check_settings("greedy", SamplingParams(), k, tree)  # reject a bad k or budget before loading anything
+        except ValueError as e:
+            raise ValueError(f"drafter {label}: {e}") from None
+        make_drafter(name)  # and a bad name
+        if label in labels:
+            raise ValueError(f"--drafters lists {label} twice" + (f" (with --tree {args.tree})" if args.tree else ""))
+        labels.append(label)
+    args.drafters = ",".join(labels)
 
 
 def measure_all(model, tok, prompts, args, results) -> None:
@@ -219,7 +238,7 @@ def cmd_bench(args) -> int:
     if Path(sys.argv[0]).parent == BENCH:  # `python -m bench ...` (or `-m bench.run`)
         command = " ".join(["python -m bench"] + sys.argv[1:])
     settings = {"command": command, "backend": args.backend, "k": args.k, "adaptive": args.adaptive,
-                "repeats": args.repeats, "others_repeats": args.others_repeats,
+                "tree": args.tree, "repeats": args.repeats, "others_repeats": args.others_repeats,
                 "sampled_repeats": args.sampled_repeats, "temperature": args.temperature, "seed": args.seed,
                 "drafters": args.drafters.split(","), "others_per_category": args.others_per_category,
                 "quick": args.quick, "clock": args.clock, "max_new_tokens_cap": args.max_new_tokens}

@@ -97,6 +97,106 @@ def test_compare_sums_runs_into_the_table_numbers():
     assert r["predicted_speedup"] == pytest.approx((1 + 0.75 + 0.75**2) / (4 * r["c"] + r["v"]))
 
 
+# --- drafter specs: @kN and /treeN ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, tree, expected", [
+    ("ngram:8", 0, ("ngram:8", 16, True, 0)),  # the rule, k up to --k, a chain
+    ("ngram:8@k4", 0, ("ngram:8", 4, False, 0)),  # a fixed k, no rule
+    ("ngram:8/tree24", 0, ("ngram:8", 16, True, 24)),  # a tree of 24, the tree rule, at most --k deep
+    ("ngram:8@k16/tree24", 0, ("ngram:8", 16, False, 24)),  # a fixed budget of 24, at most 16 deep
+    ("mtp/tree8", 0, ("mtp", 16, True, 8)),
+    ("ngram:8", 12, ("ngram:8", 16, True, 12)),  # --tree 12 for a spec without its own
+    ("ngram:8/tree6", 12, ("ngram:8", 16, True, 6)),  # its own wins
+    ("ngram:8/tree0", 12, ("ngram:8", 16, True, 0)),  # /tree0: a chain, whatever --tree says
+    ("mtp:runs/trees/x.npz", 0, ("mtp:runs/trees/x.npz", 16, True, 0)),  # "/tree" inside a path is no suffix
+])
+def test_drafter_specs_parse(spec, tree, expected):
+    assert measure.parse_drafter(spec, 16, True, tree) == expected
+
+
+@pytest.mark.parametrize("spec, tree, label", [
+    ("ngram:8", 0, "ngram:8"), ("ngram:8", 16, "ngram:8/tree16"), ("ngram:8/tree0", 16, "ngram:8"),
+    ("ngram:8@k16/tree24", 8, "ngram:8@k16/tree24"), ("mtp/tree8", 0, "mtp/tree8")])
+def test_drafter_labels_carry_the_tree_budget(spec, tree, label):
+    assert measure.drafter_label(spec, tree) == label
+    assert measure.parse_drafter(label, 16, True) == measure.parse_drafter(spec, 16, True, tree)  # same meaning
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("ngram/tree", "write a tree as /treeN"),
+    ("ngram/treex", "write a tree as /treeN"),
+    ("ngram/tree-3", "write a tree as /treeN"),
+    ("ngram/tree8@k4", "write a tree as /treeN with N a whole number, after any @kN"),  # the order is @k, /tree
+    ("ngram@k0/tree8", "write a fixed k as @kN with N >= 1"),
+])
+def test_bad_drafter_specs_are_named_in_one_line(spec, message):
+    with pytest.raises(ValueError, match=message) as e:
+        measure.parse_drafter(spec, 16, True)
+    assert "\n" not in str(e.value) and repr(spec) in str(e.value)
+
+
+def test_the_bench_module_examples():
+    import doctest
+
+    assert doctest.testmod(measure).failed == 0
+
+
+def bench_args(*argv):
+    return run.build_parser().parse_args(list(argv))
+
+
+def test_check_args_writes_every_drafter_with_its_budget():
+    args = bench_args("--drafters", "ngram:8,ngram:8/tree24,ngram@k8/tree0", "--tree", "16")
+    run.check_args(args)
+    assert args.drafters == "ngram:8/tree16,ngram:8/tree24,ngram@k8"
+    args = bench_args("--drafters", "ngram:8,ngram:8/tree24")  # default --tree 0: chains
+    run.check_args(args)
+    assert args.drafters == "ngram:8,ngram:8/tree24"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--drafters", "ngram:8/tree64"], "drafter ngram:8/tree64: a tree's node budget must lie in 0 .. 63"),
+    (["--tree", "64"], "drafter ngram:8/tree64: a tree's node budget must lie in 0 .. 63"),
+    (["--tree", "-1"], "--tree must be >= 0, got -1"),
+    (["--drafters", "ngram:8/tree16,ngram:8", "--tree", "16"], "--drafters lists ngram:8/tree16 twice"),
+    (["--drafters", "ngram:8/tree0,ngram:8"], "--drafters lists ngram:8 twice"),
+    (["--drafters", "ngram:8/treetop"], "write a tree as /treeN"),
+    (["--drafters", "bogus/tree8"], "unknown drafter 'bogus'"),
+])
+def test_check_args_rejects_bad_trees_before_loading_the_model(argv, message):
+    with pytest.raises(ValueError, match=message) as e:
+        run.check_args(bench_args(*argv))
+    assert "\n" not in str(e.value)
+
+
+def test_a_bad_tree_spec_is_one_error_line(capsys):
+    assert run.main(["--quick", "--drafters", "ngram:8/tree2x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bench: error: drafter 'ngram:8/tree2x': write a tree as /treeN")
+
+
+def test_tinyspec_bench_takes_the_tree_options(monkeypatch):
+    seen = []
+    monkeypatch.setattr(run, "cmd_bench", lambda args: seen.append(args) or 0)
+    assert cli.main(["bench", "--quick", "--drafters", "ngram:8,ngram:8/tree24", "--tree", "8"]) == 0
+    assert seen[0].tree == 8 and seen[0].drafters == "ngram:8,ngram:8/tree24"
+    assert cli.main(["bench", "--quick"]) == 0 and seen[1].tree == 0  # chains by default
+
+
+def test_timed_trees_are_the_inner_drafters_trees():
+    """The bench's timed drafter hands the loop the inner drafter's tree, not its chain. Prompt lookup (matching
+    1 token) after [5, 6, 5, 7, 5, 8, 5]: the newest token 5 was followed by 8, 7 and 6 (most recent first), so a
+    tree of budget 4, depth 1, holds those three as children of the root; a chain holds 8 alone."""
+    from tinyspec.drafters import make_drafter
+    from tinyspec.measure import TimedDrafter
+
+    ticks = iter(range(10 ** 6))
+    drafter = measure.time_trees(TimedDrafter(make_drafter("ngram:1"), clock=lambda: float(next(ticks))))
+    tree = drafter.propose_tree([5, 6, 5, 7, 5, 8, 5], 4, 1)
+    assert (tree.tokens, tree.parents) == ([8, 7, 6], [-1, -1, -1])
+    assert (drafter.drafted, drafter.k_requested, drafter.calls, drafter.propose_seconds) == (3, 4, 1, 1.0)
+
+
 def test_median_run_takes_the_middle_decode_time():
     runs = [measure.Run([1, 2], s, 0.0, 2) for s in (3.0, 1.0, 2.0, 9.0)]
     assert measure.median_run(runs).seconds == 2.0
@@ -227,6 +327,50 @@ def test_the_bench_leaves_sys_path_alone_and_runs_the_peers_as_a_module():
 def test_python_bench_run_py_says_how_to_run_it():
     res = subprocess.run([sys.executable, str(REPO / "bench" / "run.py")], capture_output=True, text=True)
     assert res.returncode == 1 and "python -m bench" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_tree_run_on_the_tiny_model_equals_vanilla(tiny_model):
+    """A /treeN run verifies trees (nodes a step up to N, never more) and decodes vanilla's tokens, with the tree
+    rule (adaptive) and with a fixed budget (@kN)."""
+    prompt = [2, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]
+    vanilla = measure.run_once(tiny_model, prompt, 12, SamplingParams())
+    for spec in ("ngram/tree6", "ngram@k3/tree6"):
+        r = measure.run_once(tiny_model, prompt, 12, SamplingParams(), spec, "greedy", 3, adaptive=True)
+        assert r.ids == vanilla.ids, spec
+        assert r.steps == r.target_forwards - 1 and 0 <= r.accepted <= r.drafted <= 6 * r.steps
+        assert r.k_requested <= 6 * r.steps
+
+
+def test_tree_rows_carry_their_budget_and_no_chain_prediction():
+    """A tree's row: its budget, its nodes per step as "k", and no cost-model prediction (the chain formula
+    would read the share of nodes kept as a chain's acceptance); the tables print "-" for it."""
+    vanilla = measure.Run(ids=list(range(11)), seconds=1.1, prefill_seconds=0.1, target_forwards=11)
+    tree = measure.Run(ids=list(range(11)), seconds=0.6, prefill_seconds=0.1, target_forwards=5, drafted=24,
+                       accepted=6, steps=4, draft_seconds=0.0, k_requested=32)
+    entry = lambda run: {"run": run, "identical": True, "repeatable": True, "all_decode_seconds": [1.0]}
+    results = measure.Results({"k": 4, "adaptive": True, "backend": "numba", "drafters": ["ngram/tree8"]}, {})
+    results.prompts.append({"id": "p0", "category": "prose", "prompt_tokens": 3, "max_new_tokens": 11,
+                            "modes": {"greedy": {"vanilla": entry(vanilla), "ngram/tree8": entry(tree)}}})
+    row = results.rows("greedy")[-1]
+    assert (row["category"], row["drafter"], row["tree"]) == ("all", "ngram/tree8", 8)
+    assert row["k"] == pytest.approx(24 / 4) and row["acceptance_rate"] == pytest.approx(6 / 24)
+    assert row["speedup"] == pytest.approx(2.0) and row["predicted_speedup"] is None
+    table = report.markdown_summary(results, "greedy")
+    assert "| **all** | ngram/tree8 | 1 |" in table and "| 6.0 |" in table and "| - | 1/1 |" in table
+    assert "drafters marked /treeN verify a tree" in report.markdown(results)
+    assert json.loads(json.dumps(results.to_json()))["summary"]["greedy"][-1]["tree"] == 8
+
+
+@pytest.mark.real
+def test_a_quick_real_run_with_a_tree_drafter(capsys):
+    """`python -m bench --quick` on one prompt, 8 tokens, a chain and a tree of the same drafter: the tree's
+    greedy output equals vanilla's (the exit status says so) and its label names it in the tables."""
+    argv = ["--quick", "--ids", "count-to-100", "--max-new-tokens", "8", "--sampled-repeats", "0",
+            "--drafters", "ngram:8,ngram:8/tree8", "--others-per-category", "1"]
+    assert run.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| **all** | ngram:8/tree8 | 1 |" in out and "| **all** | ngram:8 | 1 |" in out
+    assert out.count(" 1/1 |") == 2 * 2  # identical, per drafter: its category's row and its "all" row
 
 
 def test_the_clock_argument_times_every_run(tiny_model):
