@@ -89,28 +89,6 @@ def drafter_label(spec: str, tree: int = 0) -> str:
     return f"{rest}/tree{budget}" if budget else rest
 
 
-def time_trees(drafter):
-    """Give a tinyspec TimedDrafter a timed propose_tree. TimedDrafter times propose() only, and the
-    propose_tree it inherits from Drafter calls propose(): the loop would verify the inner drafter's chain
-    instead of its tree. This one hands the tree to the inner drafter and counts its nodes as drafted tokens,
-    its budget as the tokens asked for."""
-    from tinyspec.drafters import Drafter
-
-    if type(drafter).propose_tree is not Drafter.propose_tree:  # tinyspec times trees itself
-        return drafter
-
-    def propose_tree(context, budget, max_depth):
-        tree, took = drafter._timed(drafter.inner.propose_tree, context, budget, max_depth)
-        drafter.propose_seconds += took
-        drafter.drafted += len(tree)
-        drafter.k_requested += budget
-        drafter.calls += 1
-        return tree
-
-    drafter.propose_tree = propose_tree
-    return drafter
-
-
 def run_once(model, ids, max_new_tokens, params, drafter_name=None, verifier="greedy", k=4, adaptive=False,
              clock=time.perf_counter) -> Run:
     """Vanilla decoding (drafter_name None) or speculative decoding of `ids`, timed by `clock`. drafter_name is a
@@ -125,7 +103,7 @@ def run_once(model, ids, max_new_tokens, params, drafter_name=None, verifier="gr
         out = list(generate(model, ids, max_new_tokens, params, stats=stats, clock=clock))
         return Run(out, stats.seconds, stats.prefill_seconds, stats.target_forwards)
     drafter_name, k, adaptive, tree = parse_drafter(drafter_name, k, adaptive)
-    drafter = time_trees(TimedDrafter(make_drafter(drafter_name), clock=clock))
+    drafter = TimedDrafter(make_drafter(drafter_name), clock=clock)
     stats = SpecStats()
     out = list(speculative_generate(model, drafter, ids, max_new_tokens, params, verifier, k, adaptive=adaptive,
                                     stats=stats, clock=clock, tree=tree))

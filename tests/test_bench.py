@@ -184,14 +184,14 @@ def test_tinyspec_bench_takes_the_tree_options(monkeypatch):
 
 
 def test_timed_trees_are_the_inner_drafters_trees():
-    """The bench's timed drafter hands the loop the inner drafter's tree, not its chain. Prompt lookup (matching
+    """The timed drafter (tinyspec.measure) hands the loop the inner drafter's tree, not its chain. Prompt lookup (matching
     1 token) after [5, 6, 5, 7, 5, 8, 5]: the newest token 5 was followed by 8, 7 and 6 (most recent first), so a
     tree of budget 4, depth 1, holds those three as children of the root; a chain holds 8 alone."""
     from tinyspec.drafters import make_drafter
     from tinyspec.measure import TimedDrafter
 
     ticks = iter(range(10 ** 6))
-    drafter = measure.time_trees(TimedDrafter(make_drafter("ngram:1"), clock=lambda: float(next(ticks))))
+    drafter = TimedDrafter(make_drafter("ngram:1"), clock=lambda: float(next(ticks)))
     tree = drafter.propose_tree([5, 6, 5, 7, 5, 8, 5], 4, 1)
     assert (tree.tokens, tree.parents) == ([8, 7, 6], [-1, -1, -1])
     assert (drafter.drafted, drafter.k_requested, drafter.calls, drafter.propose_seconds) == (3, 4, 1, 1.0)

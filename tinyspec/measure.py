@@ -117,7 +117,8 @@ def roofline_seconds(nbytes: float, flops: float, bandwidth: float, flops_per_se
 
 
 class TimedDrafter(Drafter):
-    """Wraps a drafter and adds up the time it spends in begin/propose/rollback and the tokens it drafts.
+    """Wraps a drafter and adds up the time it spends in begin/propose/propose_tree/rollback and the tokens it drafts
+    (a tree's nodes).
 
     `seconds_per_draft` over the target's one-token forward time is the cost model's c; `propose_seconds` is
     the drafting time D of a run (what the bench and tinyspec.mtp.report charge to the drafter). `clock`
@@ -161,6 +162,14 @@ class TimedDrafter(Drafter):
         self.k_requested += k
         self.calls += 1
         return proposal
+
+    def propose_tree(self, context, budget, max_depth):  # the inner drafter's own tree (nodes count as drafts)
+        tree, took = self._timed(self.inner.propose_tree, context, budget, max_depth)
+        self.propose_seconds += took
+        self.drafted += len(tree)
+        self.k_requested += budget
+        self.calls += 1
+        return tree
 
     def rollback(self, n):
         self._timed(self.inner.rollback, n)
