@@ -206,6 +206,10 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         # Step 1: draft (never more than could be emitted: a step emits up to k + 1 tokens), and keep the drafts
         #         the policy verifies; or a tree of guesses
         most = max_new_tokens - stats.new_tokens - 1  # the most drafts that could still be emitted
+        if adaptive:  # c as the drafter knows it now (a mixed drafter's share of costly drafts changes)
+            policy.draft_cost = float(drafter.cost or 0.0)
+            if budget:
+                budget.draft_cost = policy.draft_cost
         if tree:
             depth, n_nodes = min(k, most), (budget.budget() if budget else tree)  # adaptive: the rule's budget
             guesses = drafter.propose_tree(context, n_nodes, depth) if depth and n_nodes else TokenTree([], [])

@@ -61,6 +61,10 @@ class MTPDrafter(Drafter):
         self.E_sub = np.ascontiguousarray(E[self.vocab])  # [N, d]  the head's rows
         self.scale = np.float32(np.sqrt(tcfg.hidden_size))  # Gemma scales embeddings by sqrt(d)
         self.matmul = target.model.ops.matmul  # the target's backend: one row at a time, it beats a busy BLAS
+        # c by bytes read per draft step (decoding is memory-bound): its parameters and the head's rows, against
+        # the target's forward. A tree's step drafts a whole frontier for about this cost, so per node it is less.
+        read = sum(v.nbytes for v in self.params.values()) + self.E_sub.nbytes
+        self.cost = read / target.model.weight_bytes()
 
     def _choose(self, logits, position):  # [N] -> (token id, q [V] float64 or None)
         s = self.sampling

@@ -64,15 +64,19 @@ def bench_lines(repo: Path | None = None) -> list[str]:
 
 
 def documents(max_code_files: int = 200):
-    """(name, kind, text) of every offline document, in a fixed order: docs topics, then stdlib modules."""
+    """(name, kind, text) of every offline document, in a fixed order: docs topics, then stdlib modules (the
+    top-level ones first, then those of packages; no test suites, no private modules), at most max_code_files."""
     from pydoc_data.topics import topics
 
     for key in sorted(topics):
         yield f"docs:{key}", "docs", topics[key]
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(f for f in stdlib.glob("*.py") if not f.name.startswith(("test", "_")))
+    skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "lib2to3", "__pycache__"}
+    files = sorted((f for f in stdlib.rglob("*.py") if not f.name.startswith(("test", "_"))
+                    and not skip & set(f.relative_to(stdlib).parts)),
+                   key=lambda f: (len(f.relative_to(stdlib).parts), str(f.relative_to(stdlib))))
     for f in files[:max_code_files]:
-        yield f"code:{f.name}", "code", f.read_text(errors="replace")
+        yield f"code:{f.relative_to(stdlib).as_posix()}", "code", f.read_text(errors="replace")
 
 
 def is_heldout(name: str) -> bool:

@@ -205,12 +205,28 @@ def head_forward(h, E_sub, matmul=None):  # [M, d], [N, d] -> [M, N]
 
 def save(path, c: MTPConfig, params: dict, vocab, meta: dict | None = None, dtype=np.float16,
          extra: dict | None = None) -> Path:
-    """One .npz: the config (JSON), the vocabulary subset (ids), every parameter (float16 to ship), and any
-    `extra` arrays (a training checkpoint's optimizer state)."""
+    """Write the config, the vocabulary subset (ids) and every parameter (float16 to ship), atomically.
+    `.safetensors` (what ships): tensors plus the config and meta as JSON in the header's metadata, and the meta
+    again as a readable JSON record beside it (`<name>.json`). `.npz` (training checkpoints): also any `extra`
+    arrays (the optimizer's state)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
+    arrays = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
     arrays["vocab"] = np.asarray(vocab, dtype=np.int32)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        if extra:
+            raise ValueError("extra arrays (optimizer state) go in a .npz checkpoint, not a shipped .safetensors")
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(arrays, str(tmp), metadata={"config_json": json.dumps(c.to_dict()),
+                                              "meta_json": json.dumps(meta or {})})
+        record = path.with_suffix(".json")
+        tmp_record = record.with_name(record.name + ".tmp")
+        tmp_record.write_text(json.dumps({"config": c.to_dict(), **(meta or {})}, indent=1) + "\n")
+        tmp.replace(path)
+        tmp_record.replace(record)
+        return path
     arrays["config_json"] = np.frombuffer(json.dumps(c.to_dict()).encode(), dtype=np.uint8)
     arrays["meta_json"] = np.frombuffer(json.dumps(meta or {}).encode(), dtype=np.uint8)
     arrays.update(extra or {})
@@ -221,16 +237,30 @@ def save(path, c: MTPConfig, params: dict, vocab, meta: dict | None = None, dtyp
 
 
 def load(path):
-    """(config, float32 params, vocab [N] int64, meta) from a file written by `save`."""
+    """(config, float32 params, vocab [N] int64, meta) from a file written by `save` (.safetensors or .npz)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"MTP drafter weights not found at {path}: run `tinyspec train-mtp` "
                                 "(or pass the path of a trained drafter, e.g. --drafter mtp:PATH)")
-    with np.load(path) as z:
-        c = MTPConfig.from_dict(json.loads(z["config_json"].tobytes().decode()))
-        meta = json.loads(z["meta_json"].tobytes().decode()) if "meta_json" in z else {}
-        vocab = z["vocab"].astype(np.int64)
-        params = {k: z[k].astype(np.float32) for k in param_shapes(c)}
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as z:
+                header = z.metadata() or {}
+                c = MTPConfig.from_dict(json.loads(header["config_json"]))
+                meta = json.loads(header.get("meta_json", "{}"))
+                vocab = z.get_tensor("vocab").astype(np.int64)
+                params = {k: z.get_tensor(k).astype(np.float32) for k in param_shapes(c)}
+        else:
+            with np.load(path) as z:
+                c = MTPConfig.from_dict(json.loads(z["config_json"].tobytes().decode()))
+                meta = json.loads(z["meta_json"].tobytes().decode()) if "meta_json" in z else {}
+                vocab = z["vocab"].astype(np.int64)
+                params = {k: z[k].astype(np.float32) for k in param_shapes(c)}
+    except (KeyError, ValueError, OSError) as e:
+        raise ValueError(f"{path} is not a complete MTP drafter file ({type(e).__name__}: {e}): train one again "
+                         "with `tinyspec train-mtp`") from None
     for name, shape in param_shapes(c).items():
         if params[name].shape != shape:
             raise ValueError(f"{path}: parameter {name} has shape {params[name].shape}, expected {shape}")
