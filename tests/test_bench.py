@@ -383,3 +383,88 @@ def test_the_clock_argument_times_every_run(tiny_model):
         r = measure.run_once(tiny_model, prompt, 8, SamplingParams(), name, "greedy", 3, clock=clock)
         assert r.seconds >= 1 and r.seconds == int(r.seconds) and r.prefill_seconds == int(r.prefill_seconds)
         assert r.draft_seconds == int(r.draft_seconds) and (name is None or r.draft_seconds >= 1)
+
+
+# --- bench/replay.py: greedy runs replayed from their tokens -----------------------------------------------------
+
+def test_a_replayed_run_counts_what_the_real_run_did():
+    """The replay target knows only a greedy continuation; the real loop on it must make the forwards, steps,
+    drafts and accepted nodes, step by step, that the real loop made on the tiny Gemma that decoded it: chains
+    and trees (which branch here), fixed and adaptive. And it refuses to invent a token past the continuation."""
+    from bench import replay
+    from tinyspec.decoding import generate_ids
+    from tinyspec.drafters import make_drafter
+    from tinyspec.speculative import SpecStats, speculative_generate_ids
+
+    cfg = tiny_config()
+    model = Model(cfg, random_weights(cfg, seed=0, scale=1.0), backend="numba")  # seed 0: its trees branch
+    prompt, n = [2, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6], 40
+    continuation = generate_ids(model, prompt, n, stop_at_eos=False)
+    branched = 0
+    for k, tree, adaptive in ((4, 0, False), (4, 0, True), (4, 8, False), (8, 16, True)):
+        stats, trace = SpecStats(), []
+        out = speculative_generate_ids(model, make_drafter("ngram:8"), prompt, n, k=k, tree=tree, adaptive=adaptive,
+                                       stats=stats, trace=trace, stop_at_eos=False)
+        assert out == continuation
+        c = replay.replay("ngram:8", prompt, continuation, n, k, tree, adaptive, stop_at_eos=False)
+        assert (c.tokens, c.forwards, c.steps, c.drafted, c.accepted) == (
+            n - 1, stats.target_forwards, stats.steps, stats.drafted, stats.accepted), (k, tree, adaptive)
+        assert c.nodes == [len(s.drafted) for s in trace] and c.accepted > 0
+        branched += sum(len(set(s.parents)) < len(s.parents) for s in trace if s.parents)  # a parent of two
+    assert branched > 0
+    with pytest.raises(ValueError, match="knows 52 tokens"):  # 13 + 39: one token short of what the loop emits
+        replay.replay("ngram:8", prompt, continuation[:-1], n, 4, stop_at_eos=False)
+
+
+def test_the_replay_module_examples():
+    import doctest
+
+    from bench import replay
+
+    assert doctest.testmod(replay).failed == 0
+
+
+# --- --backend quant: the model and tokenizer loaded as the CLI loads them -------------------------------------
+
+def test_the_bench_takes_the_quant_backend(monkeypatch):
+    assert bench_args("--backend", "quant").backend == "quant"
+    parser = run.build_parser(prog="tinyspec bench", parser_class=cli.Parser)
+    with pytest.raises(cli.CliError, match="argument --backend: invalid choice: 'cuda'"):
+        parser.parse_args(["--backend", "cuda"])
+
+
+class CharTokenizer:
+    """A stand-in for the real tokenizer, for the tiny model: <bos>, then one id in 4..31 per character (24 at most)."""
+
+    def encode(self, text):
+        return [2] + [4 + ord(ch) % 28 for ch in text[:24]]
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+
+def test_the_bench_loads_its_model_as_the_cli_does_and_records_the_backend(tiny_model, monkeypatch, tmp_path):
+    """cmd_bench hands its arguments to tinyspec.cli.load (here a fake that records them and returns the tiny
+    model); results.json's settings and results.md name the backend asked for."""
+    asked = []
+    monkeypatch.setattr(cli, "load", lambda args: asked.append((args.backend, args.weights)) or
+                        (tiny_model, CharTokenizer()))
+    argv = ["--quick", "--backend", "quant", "--weights", "some.gguf", "--ids", "count-to-100",
+            "--max-new-tokens", "6", "--sampled-repeats", "0", "--drafters", "ngram:8", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    assert asked == [("quant", "some.gguf")]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["settings"]["backend"] == "quant"
+    assert "backend `quant`" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.real
+def test_a_quick_real_run_on_the_quant_backend(tmp_path):
+    """`python -m bench --quick --backend quant` on one prompt, 8 tokens: prompt lookup's greedy output equals
+    vanilla's on the GGUF's blocks (the exit status says so), and results.json records the backend."""
+    argv = ["--quick", "--backend", "quant", "--ids", "count-to-100", "--max-new-tokens", "8",
+            "--sampled-repeats", "0", "--drafters", "ngram:8", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["settings"]["backend"] == "quant"
+    assert [p["id"] for p in data["prompts"]] == ["count-to-100"]
