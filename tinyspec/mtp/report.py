@@ -58,7 +58,7 @@ def teacher_forced_vs_loop(model, drafter, ids, n: int) -> dict:
     f = data.prefill_features(model, seq, c.source_layers)  # argmax[t]: the target's choice after position t
     t = np.arange(P - 1, len(seq) - 1)  # positions whose next token is a generated one
     E = model.weights.embed_tokens
-    tf, _ = first_drafts(drafter.params, c, f, E, np.ascontiguousarray(E[drafter.vocab]), drafter.vocab, t)
+    tf = first_drafts(drafter.params, c, f, E, np.ascontiguousarray(E[drafter.vocab]), drafter.vocab, t)[0]  # [R] ids
     trace = []
     spec = list(speculative_generate(model, drafter, ids, n, k=1, trace=trace))
     steps = [s for s in trace if s.drafted]
@@ -68,6 +68,48 @@ def teacher_forced_vs_loop(model, drafter, ids, n: int) -> dict:
             "loop_first": float(np.mean([s.accepted >= 1 for s in steps])) if steps else 0.0,
             "loop_equals_teacher_forced": float(np.mean(same)) if same else 1.0,
             "coverage": float(np.mean(in_subset)), "positions": len(t), "loop_steps": len(steps)}
+
+
+def describe_training(record: dict) -> list[str]:
+    """The record a drafter's weights carry (`meta["report"]`, written by train.train) as lines to print: the
+    command, its budget and time, the data, the head's coverage curve, the final held-out agreement and the
+    curve of evaluations. A key the record lacks is skipped (drafters trained by older versions of
+    train.py recorded fewer and other keys; those are named at the end).
+
+    >>> describe_training({"tokens": 1200, "minutes": 0.5, "curve": [{"tokens": 0, "self_acc1": 0.25}]})
+    ['budget: 1,200 training tokens, 0.5 min', 'held-out curve:', '  tokens        0  self_acc1 0.250']
+    """
+    lines, shown = [], {"command", "threads", "tokens", "steps", "jobs", "minutes", "data", "coverage_curve",
+                        "init_eval", "final_eval", "curve"}
+    if "command" in record:
+        threads = f"  ({record['threads']} thread{'s' * (record['threads'] != 1)})" if "threads" in record else ""
+        lines.append(f"command: {record['command']}{threads}")
+    budget = [f"{record['tokens']:,} training tokens" if "tokens" in record else None,
+              f"{record['steps']:,} Adam steps" if "steps" in record else None,
+              f"{record['jobs']:,} data jobs" if "jobs" in record else None,
+              f"{record['minutes']} min" if "minutes" in record else None]
+    if any(budget):
+        lines.append("budget: " + ", ".join(b for b in budget if b))
+    if isinstance(record.get("data"), dict):
+        lines.append("data: " + ", ".join(f"{k} {v}" for k, v in record["data"].items()))
+    if record.get("coverage_curve"):
+        lines.append("head coverage of the target's held-out choices: " +
+                     ", ".join(f"{int(n):,} tokens {share:.3f}" for n, share in record["coverage_curve"].items()))
+    for key, when in (("init_eval", "after the fit"), ("final_eval", "saved")):
+        if isinstance(record.get(key), dict):  # {set: {metric: value}}, or (older) one flat set
+            sets = {k: v for k, v in record[key].items() if isinstance(v, dict)} or {"held-out": record[key]}
+            for name, ev in sets.items():
+                lines.append(f"{when}, {name}: " + "  ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in ev.items()))
+    if record.get("curve"):
+        lines.append("held-out curve:")
+        for point in record["curve"]:
+            lines.append(f"  tokens {point.get('tokens', 0):8,}" + "".join(
+                f"  {k} {v:.3f}" for k, v in point.items() if k != "tokens" and isinstance(v, float)))
+    others = [k for k in record if k not in shown]
+    if others:
+        lines.append("also recorded: " + ", ".join(others))
+    return lines
 
 
 def measure(model, drafter, prompts, k: int = 3, repeats: int = 3, max_new_tokens: int | None = None,
