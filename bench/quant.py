@@ -12,7 +12,9 @@ Each backend is measured in a fresh Python (so the peak RSS is its own), one aft
     decode   the median time of one forward of one token (the LM head included) after a 6-token prefill,
              after a first forward that loads the compiled kernels from Numba's cache
 
-The load average before and after is printed with the table: the timings share the machine.
+The load average before and after is printed with the table: the timings share the machine. The cost of a
+verification forward over m tokens on each backend, v(m), and what it does to the break-even rule:
+`python bench/verify_cost.py`.
 """
 
 from __future__ import annotations

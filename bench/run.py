@@ -86,8 +86,10 @@ def build_parser(prog="python -m bench", parser_class=argparse.ArgumentParser):
     # tinyspec.cli's add_model_args, written out: `--replot` must run in a Python without tinyspec
     p.add_argument("--weights", default=None, help="converted weights directory (default: $TINYSPEC_WEIGHTS "
                                                    "or weights/gemma-3-270m)")
-    p.add_argument("--backend", choices=["numba", "numpy"], default="numba",
-                   help="numba: fast batch-invariant kernels (default); numpy: the readable reference")
+    p.add_argument("--backend", choices=["numba", "numpy", "quant"], default="numba",
+                   help="numba: fast batch-invariant kernels (default); numpy: the readable reference; quant: the "
+                        "numba kernels on the GGUF's 4-8 bit blocks, memory-mapped, nothing converted (--weights "
+                        "may then name a .gguf file)")
     return p
 
 
@@ -226,9 +228,7 @@ def cmd_bench(args) -> int:
         log(f"chart {'written to ' + str(out / 'results.png') if ok else 'skipped: matplotlib is not importable'}")
         return 0
     check_args(args)
-    from tinyspec.model import Model
-    from tinyspec.tokenizer import Tokenizer
-    from tinyspec.weights import ensure_converted
+    from tinyspec.cli import load
 
     prompts = select_prompts(load_prompts(args.prompts), args.categories and args.categories.split(","),
                              args.ids and args.ids.split(","), 1 if args.quick else None)
@@ -247,9 +247,7 @@ def cmd_bench(args) -> int:
                                 or os.environ.get("OPENBLAS_NUM_THREADS") != "1"):
         results.notes.append("--clock cpu without NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1: CPU time then adds "
                              "up the threads, and threads that wait spin, so it overstates the cost")
-    directory = ensure_converted(args.weights)
-    model = Model.load(directory, backend=args.backend)
-    tok = Tokenizer.from_file(directory / "tokenizer.json")
+    model, tok = load(args)  # as `tinyspec --backend ... --weights ...` loads them
     t_start = time.perf_counter()
     if not args.quick:
         results.machine["memory_floor"] = memory_floor(model)

@@ -5,11 +5,15 @@
 # model over the whole text again" into "run it over the one new token". (2) Even one new token must read
 # every weight from memory, about a gigabyte, while doing only about half a FLOP per byte read, so a forward
 # over 8 tokens costs little more than a forward over 1. We measure this on this very machine: its memory
-# bandwidth, its arithmetic speed, the roofline they draw, and the real forward times against it.
+# bandwidth, its arithmetic speed, the roofline they draw, and the real forward times against it. (3) The
+# same model on the GGUF's 4-to-8-bit blocks reads several times fewer bytes per token: its decode floor
+# falls, but the same arithmetic meets the roofline's ridge sooner, so verifying m tokens costs relatively
+# more, and a drafter must be right more often for speculation to pay.
 #
 # **Running time.** Measured 24 s after the one-time conversion (14 s with `TINYSPEC_QUICK=1`) on a
 # 2-core machine shared with two heavy jobs (load average 3.4, `NUMBA_NUM_THREADS=1`); an idle laptop is
-# faster. lessons/README.md lists every measurement.
+# faster. lessons/README.md lists every measurement (taken before section 6, which loads the quant backend too
+# and times a few forwards on it, was added).
 # Timings vary with the machine and with whatever else runs on it: the lesson prints
 # them and asserts only what holds on any machine.
 
@@ -17,6 +21,7 @@
 import numpy as np
 
 from tinyspec import measure, plots
+from tinyspec.adaptive import VerifyCost
 from tinyspec.workshop import load_gemma, quick_mode
 
 QUICK = quick_mode()
@@ -123,6 +128,68 @@ t8 = dict((m, t) for m, t, _ in rows)[8]
 assert t8 < 8 * t1, "8 tokens in one forward must cost less than 8 forwards of one token"
 
 # %% [markdown]
+# ## 6. Fewer bytes: the GGUF's own blocks
+#
+# The float32 weights above are the GGUF's quantized blocks written out in full: Q8_0 for the embedding
+# (also the LM head), Q5_0, Q4_K and Q6_K for the blocks' matrices, 32 or 256 values sharing a scale. The
+# `quant` backend computes on the blocks themselves: it turns each 8 values into float32 in registers just
+# before multiplying them, in the float32 kernel's order, so its logits are bitwise the numba backend's
+# (tests/test_quant.py checks it). A decode forward then reads the blocks' bytes, not 4 bytes a weight, and
+# the memory floor of decoding falls by the same factor.
+
+# %%
+qmodel, _ = load_gemma(backend="quant")  # maps the GGUF: nothing is converted or copied
+qb = measure.weight_bytes(qmodel.weights)  # the blocks' own bytes (QuantTensor.nbytes)
+shrink = wb["total"] / qb["total"]
+print(f"bytes read per decoded token: float32 {wb['total'] / 1e6:.0f} MB, quant blocks {qb['total'] / 1e6:.0f} MB "
+      f"(LM head {wb['head'] / 1e6:.0f} MB -> {qb['head'] / 1e6:.0f} MB): {shrink:.1f}x fewer")
+print(f"decode floor at {bw / 1e9:.1f} GB/s: float32 {wb['total'] / bw * 1e3:.0f} ms per token, "
+      f"quant {qb['total'] / bw * 1e3:.0f} ms per token")
+q_logits = qmodel.forward(ids, qmodel.new_cache(len(ids)), last_only=True)  # [1, V]
+assert np.array_equal(q_logits.view(np.uint32), logits_prefill.view(np.uint32)), "same logits, bit for bit"
+assert qb["total"] < wb["total"]
+ridge_q = peak * qb["total"] / (flops1 * bw)
+print(f"arithmetic per byte read, one token: float32 {flops1 / wb['total']:.2f} FLOP/byte, "
+      f"quant {flops1 / qb['total']:.2f} FLOP/byte (the same FLOPs, fewer bytes)")
+print(f"ridge point: float32 M* = {ridge:.1f}, quant M* = {ridge_q:.1f} tokens per forward")
+assert ridge_q < ridge
+
+# %% [markdown]
+# The arithmetic did not shrink with the bytes: a forward over m tokens still does 2 m FLOPs per weight, and
+# the quant backend adds the work of decoding every weight from its block (shifts, masks, a multiply by the
+# scale), once for every 3 rows of x (the tile of `tinyspec/quant/kernels.py`). So a forward over m rows
+# stops being memory-bound at a smaller m: v(m) = time(m) / time(1) rises sooner and faster than on float32.
+#
+# That is bad news for speculation. Verifying k drafts pays only when the tokens a step emits,
+# E(alpha, k) = 1 + alpha + ... + alpha^k, beat the step's cost v(k + 1) (lesson 7's formula with free drafts):
+# for one draft, when alpha > v(2) - 1. A steeper v(m) raises that break-even acceptance and lowers the best k.
+# Measured here, for a few m (the break-even rule fits its line to m = 1..17: `python bench/verify_cost.py`
+# times both backends side by side):
+
+# %%
+Ms6 = [1, 2, 4, 8] if QUICK else [1, 2, 4, 8, 16]
+backends = {"numba (float32)": model, "quant (blocks)": qmodel}
+vt = {name: measure.forward_times(which, Ms6, context=32, repeats=2 if QUICK else 3, seed=SEED)
+      for name, which in backends.items()}  # best of the repeats, one backend after the other
+print(f"{'M':>3} " + " ".join(f"{name:>24}" for name in vt))
+for m in Ms6:
+    print(f"{m:>3} " + " ".join(f"{t[m] * 1e3:9.0f} ms, v = {t[m] / t[1]:5.2f}" for t in vt.values()))
+for name, t in vt.items():
+    line = VerifyCost.fit(t)  # the line the break-even rule would use
+    pays = [line.break_even_alpha(k) for k in (1, 3, 7)]  # None: never
+    floor = backends[name].weight_bytes() / bw
+    print(f"{name}: one-token forward {t[1] * 1e3:.0f} ms, {t[1] / floor:.1f}x its floor; k drafts pay above "
+          + ", ".join(f"alpha {a:.2f} (k = {k})" if a is not None else f"never (k = {k})"
+                      for k, a in zip((1, 3, 7), pays)))
+
+# %% [markdown]
+# Printed, not asserted: the ratios move with the machine and its load. What the roofline predicts, to check
+# against them: the quant backend's one-token forward is faster (fewer bytes) but further from its floor (its
+# arithmetic no longer hides behind the memory reads); its v(m) climbs faster; so its break-even acceptances
+# are higher. On small weights a drafter must be right more often for speculation to pay, and each forward it
+# saves is worth fewer milliseconds. Where your numbers disagree, the load of the machine or the kernels
+# (the quant ones do not prefetch the next rows, the float32 ones do) are the first suspects.
+#
 # ## Try this
 #
 # 1. Where does the time of a one-token forward go? Time `model.head(h)` alone for h of shape [1, 640]: the
@@ -132,3 +199,6 @@ assert t8 < 8 * t1, "8 tokens in one forward must cost less than 8 forwards of o
 #    import Model`) and compare: NumPy's BLAS picks different kernels for M = 1 and M > 1 (lesson 4 shows why
 #    that matters for exactness).
 # 3. Extend `Ms` to 32 and 64. Where does the per-token cost stop falling? Compare with the ridge point.
+# 4. Run `python bench/verify_cost.py`: v(m) for m = 1..17 on both backends, the line the break-even rule fits
+#    to each, and the acceptance at which k drafts start to pay. Then `tinyspec compare --backend quant
+#    --adaptive --verify-cost FIRST_EXTRA,PER_TOKEN` with the quant line it printed, and with the numba one.

@@ -24,14 +24,70 @@ class VerifyCost:
     v(2) = 1 + first_extra, then + per_token for each further token. Decoding is memory-bound, so v grows
     slowly, but not from the first extra token: the kernels do more arithmetic per weight read for M > 1 rows.
 
-    The default is fitted on the project's 2-core AMD EPYC (bench/results.md, "Verification cost"). Measure
-    yours with `measure.forward_times(model, range(1, 18), context=300)` and pass a VerifyCost to
-    speculative_generate."""
+    How the constants are measured: one forward over m new tokens after 300 cached ones is timed for
+    m = 1..17 (`measure.forward_times(model, range(1, 18), context=300)`, or `python bench/verify_cost.py`,
+    which times the backends side by side and takes the median of its rounds); v(m) = time(m) / time(1), and
+    `VerifyCost.fit` draws the line through them. The defaults are the numba backend's, fitted on the
+    project's 2-core AMD EPYC at 1 and 2 threads (bench/results.md, "Verification cost"); `for_backend`
+    gives each backend its own. Pass a VerifyCost to speculative_generate (the CLI: `--verify-cost`).
+
+        >>> v = VerifyCost(first_extra=0.2, per_token=0.1)
+        >>> [round(v(m), 2) for m in (1, 2, 3, 9)]
+        [1.0, 1.2, 1.3, 1.9]
+        >>> VerifyCost.fit({1: 0.05, 2: 0.06, 3: 0.065, 9: 0.095})      # seconds; v = 1, 1.2, 1.3, 1.9
+        VerifyCost(first_extra=0.2, per_token=0.1)
+        >>> round(v.break_even_alpha(1), 6)                              # 1 + alpha = v(2)
+        0.2
+    """
     first_extra: float = 0.10  # v(2) - v(1)
     per_token: float = 0.11  # v(m + 1) - v(m) for m >= 2
 
     def __call__(self, m: int) -> float:
         return 1.0 if m <= 1 else 1.0 + self.first_extra + self.per_token * (m - 2)
+
+    @classmethod
+    def fit(cls, times: dict, digits: int = 3) -> "VerifyCost":
+        """The line through measured forward times {m: seconds} (m = 1, 2 and at least one m >= 3): v(m) =
+        times[m] / times[1]; first_extra = v(2) - 1, so the line passes through the measured v(2), where the
+        rule decides whether to draft at all; per_token = the least-squares slope of v(m) - v(2) against
+        m - 2 over the m >= 3. Both rounded to `digits` decimals."""
+        if 1 not in times or 2 not in times or not any(m >= 3 for m in times):
+            raise ValueError(f"VerifyCost.fit needs the times of m = 1, 2 and some m >= 3, got m = {sorted(times)}")
+        v = {m: t / times[1] for m, t in times.items()}
+        far = [m for m in times if m >= 3]
+        slope = sum((m - 2) * (v[m] - v[2]) for m in far) / sum((m - 2) ** 2 for m in far)
+        return cls(round(v[2] - 1.0, digits) + 0.0, round(slope, digits) + 0.0)
+
+    @classmethod
+    def for_backend(cls, backend: str) -> "VerifyCost":
+        """The v(m) of a backend's kernels: its own fit in VERIFY_COSTS (the constants `python
+        bench/verify_cost.py` prints for it), else the numba backend's (the defaults). "numba", "numpy" or
+        "quant"; anything else is a ValueError."""
+        if backend not in ("numba", "numpy", "quant"):
+            raise ValueError(f"unknown backend {backend!r}: choose one of numba, numpy, quant")
+        return VERIFY_COSTS.get(backend, VERIFY_COSTS["numba"])
+
+    def break_even_alpha(self, k: int, c: float = 0.0) -> float | None:
+        """The acceptance alpha above which verifying k drafts beats a plain decode step: the root of
+        E(alpha, k) = k c + v(k + 1) (theory.expected_speedup = 1), found by bisection (E grows with alpha from 1
+        to k + 1). None if k drafts never pay (k c + v(k + 1) >= k + 1); 0.0 if they always do."""
+        cost = k * c + self(k + 1)
+        if cost >= k + 1:
+            return None
+        lo, hi = 0.0, 1.0
+        if expected_speedup(lo, k, c, self(k + 1)) >= 1.0:
+            return 0.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if expected_speedup(mid, k, c, self(k + 1)) >= 1.0 else (mid, hi)
+        return hi
+
+
+# v(m) per backend, as VerifyCost.fit draws it from `python bench/verify_cost.py` on the project's machine. A
+# backend without an entry here gets the numba backend's line.
+VERIFY_COSTS = {
+    "numba": VerifyCost(),
+}
 
 
 @dataclass

@@ -158,7 +158,9 @@ class Marker:
 
 def run_generation(model, ids, args, params, drafter, max_new_tokens=None):
     """(tokens, stats, trace): `tokens` yields (token, from_draft) pairs; vanilla decoding when drafter is None.
-    stats and trace fill in as the tokens are consumed. max_new_tokens: args.max_new_tokens unless given."""
+    stats and trace fill in as the tokens are consumed. max_new_tokens: args.max_new_tokens unless given.
+    The break-even rule (--adaptive) weighs drafts against --verify-cost, else the model's backend's own v(m)."""
+    from .adaptive import VerifyCost
     from .decoding import Stats, generate
     from .speculative import SpecStats, speculative_generate
 
@@ -168,8 +170,9 @@ def run_generation(model, ids, args, params, drafter, max_new_tokens=None):
         tokens = generate(model, ids, n, params, stats=stats)
     else:
         stats, trace = SpecStats(), []
+        cost = getattr(args, "verify_cost", None) or VerifyCost.for_backend(model.backend)
         tokens = speculative_generate(model, drafter, ids, n, params, args.verify, args.k, adaptive=args.adaptive,
-                                      stats=stats, trace=trace, tree=getattr(args, "tree", 0) or 0)
+                                      verify_cost=cost, stats=stats, trace=trace, tree=getattr(args, "tree", 0) or 0)
 
     def marked():
         steps_seen, index_in_step = 0, 0
@@ -200,6 +203,27 @@ def make_cli_drafter(args, model=None):
     return drafter
 
 
+def parse_verify_cost(text: str):
+    """--verify-cost FIRST_EXTRA,PER_TOKEN -> adaptive.VerifyCost (argparse's `type`: a bad value is one line)."""
+    from .adaptive import VerifyCost
+
+    try:
+        first_extra, per_token = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two numbers FIRST_EXTRA,PER_TOKEN (e.g. 0.10,0.11: v(2) = "
+                                         "1.10, then +0.11 a token; `python bench/verify_cost.py` measures them)"
+                                         ) from None
+    if not (first_extra > -1.0 and per_token >= 0.0 and np.isfinite(first_extra + per_token)):
+        raise argparse.ArgumentTypeError(f"{text!r}: FIRST_EXTRA must be > -1 (v(2) > 0) and PER_TOKEN >= 0")
+    return VerifyCost(first_extra, per_token)
+
+
+def check_verify_cost(args):
+    """--verify-cost feeds the break-even rule only: without --adaptive it would change nothing."""
+    if getattr(args, "verify_cost", None) is not None and not args.adaptive:
+        raise CliError("--verify-cost is the break-even rule's v(m): add --adaptive, or leave it out")
+
+
 def check_length(model, ids, max_new_tokens):
     """The prompt plus max_new_tokens must fit the model's context: checked before the prompt is echoed (the
     generators check it too, but only when asked for their first token)."""
@@ -223,6 +247,7 @@ def cmd_generate(args):
         except ValueError as e:
             raise CliError(str(e)) from None
         make_cli_drafter(args, None)  # reject bad names before loading the model
+    check_verify_cost(args)
     text = read_prompt(args.prompt)
     model, tok = load(args)
     drafter = make_cli_drafter(args, model)
@@ -314,6 +339,7 @@ def cmd_compare(args):
     except ValueError as e:
         raise CliError(str(e)) from None
     make_cli_drafter(args)
+    check_verify_cost(args)
     load_before = load_average()  # other programs' load: nothing of this run has started yet
     if args.prompt is not None:
         text = read_prompt(args.prompt)
@@ -419,6 +445,10 @@ def add_speculative_args(p, drafter_default=None):
                    help="the break-even rule: each step verify the number of drafts n (0 to k; 0 = a plain decode "
                         "step) that maximises E(alpha, n) / (n c + v(n + 1)), alpha the acceptance so far "
                         "(with --tree: the tree's node budget, the same way)")
+    p.add_argument("--verify-cost", type=parse_verify_cost, default=None, metavar="FIRST_EXTRA,PER_TOKEN",
+                   help="with --adaptive: the rule's v(m) = 1 + FIRST_EXTRA + PER_TOKEN (m - 2) for m >= 2 "
+                        "(default: the backend's own, adaptive.VerifyCost.for_backend; `python bench/verify_cost.py` "
+                        "measures it; a negative FIRST_EXTRA as --verify-cost=-0.04,0.11)")
     p.add_argument("--tree", type=int, default=0, metavar="N",
                    help="verify a tree of up to N guesses per step, at most k deep, in one forward (default 0: a "
                         "chain of k drafts)")
