@@ -258,7 +258,7 @@ def load(path):
                 meta = json.loads(z["meta_json"].tobytes().decode()) if "meta_json" in z else {}
                 vocab = z["vocab"].astype(np.int64)
                 params = {k: z[k].astype(np.float32) for k in param_shapes(c)}
-    except (KeyError, ValueError, OSError) as e:
+    except Exception as e:  # a truncated or damaged file: each reader raises its own kind of error
         raise ValueError(f"{path} is not a complete MTP drafter file ({type(e).__name__}: {e}): train one again "
                          "with `tinyspec train-mtp`") from None
     for name, shape in param_shapes(c).items():

@@ -165,7 +165,7 @@ def coverage_curve(counts, labels, sizes=(2048, 4096, 8192, 16384, 32768, 65536)
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     labels = np.asarray(labels)
-    return {int(n): round(float(np.mean(rank[labels] < n)), 4) for n in sizes}
+    return {str(n): round(float(np.mean(rank[labels] < n)), 4) for n in sizes}  # str keys: the same after JSON
 
 
 # --- 3. fit the input projection -----------------------------------------------------------------------------
@@ -523,7 +523,7 @@ def train(model, tokenizer, tc: TrainConfig = TrainConfig(), work_dir="weights/m
         st["text_pos"] = text_pos
         losses = losses[-50:]
         rate = tokens_run / max(time.time() - t_run, 1e-9)
-        left = (tc.tokens - st["tokens_done"]) / max(rate, 1e-9)
+        left = max(tc.tokens - st["tokens_done"], 0) / max(rate, 1e-9)
         last = st["log"][-1]
         progress("train", st["tokens_done"] / tc.tokens,
                  f"{st['tokens_done']:,} tokens  loss {np.mean(losses):.3f}  held-out acc1 self "
