@@ -227,16 +227,61 @@ def test_the_tree_break_even_rule():
 
     rule = TreeBreakEven(budget_max=8, verify_cost=VerifyCost(0.1, 0.1))
     assert rule.speed(0) == 1.0
-    for _ in range(30):  # the first two guesses always right, the others never: a budget of 2 pays best
-        rule.observe(8, [0, 1])
+    # a tree of 8 nodes whose first two are a chain 5 -> 6 and the other six wrong siblings (40..45 under the
+    # root) -- the text that followed is 5 6 7: the first two guesses right, the others never: a budget of 2
+    tree = TokenTree([5, 6] + list(range(40, 46)), [-1, 0] + [-1] * 6)
+    for step in range(30):
+        rule.propose(10, tree)
+        rule.observe([0] * 10 + [5, 6, 7])
     assert rule.budget() == 2 and rule.on_path[0] > 0.99 and rule.on_path[2] < 0.01
+    # nodes are scored whether or not they were verified, and only as deep as the text known: a depth-3 node
+    # after one known token is not scored
+    deep = TreeBreakEven(budget_max=4)
+    deep.propose(10, TokenTree([5, 6, 7], [-1, 0, 1]))
+    before = list(deep.on_path)
+    deep.observe([0] * 10 + [5])
+    assert deep.on_path[0] > before[0] and deep.on_path[1:] == before[1:]
     for _ in range(30):  # nothing is ever right: plain decoding, with a one-node probe every 8 steps
-        rule.observe(2, [])
+        rule.propose(10, TokenTree([8, 9], [-1, -1]))
+        rule.observe([0] * 10 + [5, 6])
     assert [rule.budget() for _ in range(8)] == [0] * 7 + [1]
     costly = TreeBreakEven(budget_max=8, draft_cost=0.5, verify_cost=VerifyCost(0.1, 0.1),
                            on_path=[0.3] + [0.0] * 7)  # the first guess right 30% of the time, the rest never
     assert abs(costly.speed(1) - 1.3 / (0.5 + 1.1)) < 1e-12 and costly.budget() == 0  # drafting does not pay
     assert TreeBreakEven(budget_max=8, verify_cost=VerifyCost(0.1, 0.1), on_path=[0.3] + [0.0] * 7).budget() == 1
+
+
+@pytest.mark.spec
+def test_adaptive_trees_grow_when_deep_guesses_come_true():
+    """A free drafter whose tree holds the answer as its first path, as deep as asked, and wrong siblings after
+    it: the rule, learning from every node it proposed, grows the budget past one node and the run needs far
+    fewer forwards than tokens. (Learning only from verified nodes left it at one node for good.)"""
+    from tinyspec.adaptive import VerifyCost
+
+    class AnswerFirst(Drafter):
+        name, vocab_size = "answer-first", 6
+
+        def __init__(self, prompt_len, answer):
+            self.prompt_len, self.answer = prompt_len, answer
+
+        def propose(self, context, k):
+            return Proposal([])
+
+        def propose_tree(self, context, budget, max_depth):
+            done = len(context) - self.prompt_len
+            path = list(self.answer[done: done + min(max_depth, budget)])
+            tokens, parents = path, list(range(-1, len(path) - 1))
+            wrong = [t for t in range(6) if not path or t != path[0]][: budget - len(path)]
+            return TokenTree(tokens + wrong, parents + [-1] * len(wrong))
+
+    target = table_target(6, 3)
+    prompt, n = [2, 3, 4], 60
+    vanilla = generate_ids(target, prompt, n, stop_at_eos=False)
+    stats = SpecStats()
+    spec = speculative_generate_ids(target, AnswerFirst(len(prompt), vanilla), prompt, n, k=8, tree=12,
+                                    adaptive=True, stop_at_eos=False, stats=stats, verify_cost=VerifyCost(0.1, 0.1))
+    assert spec == vanilla
+    assert stats.target_forwards < n / 3, stats.target_forwards
 
 
 # --- 5. the tree ---------------------------------------------------------------------------------------------

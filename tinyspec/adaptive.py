@@ -195,7 +195,14 @@ class TreeBreakEven:
 
     Each a_j starts at prior^(j + 1) (a chain whose drafts are kept with probability `prior`). The budget
     depends only on the past, never on what is drafted: exactness holds for every kind of tree. While the rule
-    decodes plainly, one node is tried every `probe_every` steps, so that a_0 can recover."""
+    decodes plainly, one node is tried every `probe_every` steps, so that a_0 can recover.
+
+    The estimate learns from every node the drafter proposed, verified or not (as BreakEven scores its whole
+    proposal): at the start of the next step, node j counts as on the path if its tokens are the text that
+    followed (x = 1) and as off it if they differ (x = 0); a node deeper than the text known so far is not
+    scored. So a free drafter, asked for its whole tree and cut to N*, teaches a_j for every rank even while
+    N* is small, and the budget can grow when deep guesses start to come true. (Scoring only the verified
+    nodes would leave a_j at its prior for every rank the budget never reached: stuck at a budget of 1.)"""
     budget_max: int = 8
     draft_cost: float = 0.0  # c, per node
     verify_cost: VerifyCost = VerifyCost()  # v
@@ -204,6 +211,7 @@ class TreeBreakEven:
     probe_every: int = 8
     on_path: list = None  # [budget_max] a_j
     skipped: int = 0
+    previous: tuple | None = None  # (position of the root's children, the previous step's whole tree)
 
     def __post_init__(self):
         if self.on_path is None:
@@ -225,8 +233,21 @@ class TreeBreakEven:
             return 1 if self.skipped % self.probe_every == 0 else 0
         return best_n
 
-    def observe(self, size: int, path: list) -> None:
-        """After a step that verified a tree of `size` nodes and accepted the nodes `path`."""
-        kept = set(path)
-        for j in range(min(size, self.budget_max)):
-            self.on_path[j] += self.rate * ((1.0 if j in kept else 0.0) - self.on_path[j])
+    def propose(self, position: int, tree) -> None:
+        """Remember the whole tree the drafter proposed at this step (its first-level tokens sit at `position`)."""
+        self.previous = (position, tree)
+
+    def observe(self, context) -> None:
+        """Score the previous step's whole tree against the text that followed it (the update above)."""
+        if self.previous is None:
+            return
+        start, tree = self.previous
+        actual = context[start:]
+        depths = tree.depths
+        on = []  # on[i]: node i's tokens are the text that followed
+        for i, (token, parent) in enumerate(zip(tree.tokens, tree.parents)):
+            d = depths[i]
+            on.append(d <= len(actual) and actual[d - 1] == token and (parent < 0 or on[parent]))
+            if i < self.budget_max and d <= len(actual):
+                self.on_path[i] += self.rate * ((1.0 if on[i] else 0.0) - self.on_path[i])
+        self.previous = None

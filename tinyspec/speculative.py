@@ -211,8 +211,21 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
             if budget:
                 budget.draft_cost = policy.draft_cost
         if tree:
-            depth, n_nodes = min(k, most), (budget.budget() if budget else tree)  # adaptive: the rule's budget
-            guesses = drafter.propose_tree(context, n_nodes, depth) if depth and n_nodes else TokenTree([], [])
+            depth = min(k, most)
+            if budget:  # adaptive: the rule's budget, after learning from the last step's whole tree
+                budget.observe(context)
+                n_nodes = budget.budget()
+                # a free drafter is asked for its whole tree, to learn from, and cut to n_nodes: its first n_nodes
+                # nodes are its best guesses and a tree themselves (parents come first). A tree drawn from q is
+                # never cut (its children's draw order is part of its verification); a costly drafter is asked
+                # for n_nodes only.
+                ask = tree if not drafter.cost and depth and n_nodes < tree else n_nodes
+                full = drafter.propose_tree(context, ask, depth) if depth and ask else TokenTree([], [])
+                budget.propose(position, full)
+                guesses = full if len(full) <= n_nodes or full.q is not None else full.prefix(n_nodes)
+            else:
+                n_nodes = tree
+                guesses = drafter.propose_tree(context, n_nodes, depth) if depth and n_nodes else TokenTree([], [])
             offered = drafted = guesses.tokens
             layout, parents = guesses.layout(start=position - 1), guesses.parents  # its rows, after the context
         else:
@@ -228,8 +241,6 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
         # Step 3: verify: keep d_1..d_n_ok (a tree: the nodes of one path), then the target's own token
         if tree:
             verdict = verify_tree(logits, guesses, params, verifier, random, position)
-            if budget:
-                budget.observe(len(guesses), verdict.path)
             kept = [position + i for i in verdict.path]  # the cache rows of the accepted nodes
             last_row = verdict.path[-1] + 1 if verdict.path else 0
         else:

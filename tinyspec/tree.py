@@ -64,6 +64,12 @@ class TokenTree:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def prefix(self, n: int) -> "TokenTree":
+        """The first n nodes: a tree too (every parent comes before its children). Only for a tree without q."""
+        if self.q is not None:
+            raise ValueError("a tree drawn from q cannot be cut: its children's draw order is part of its verification")
+        return TokenTree(self.tokens[:n], self.parents[:n])
+
     @property
     def depths(self) -> list:  # [N] the root's children have depth 1
         depths = []
