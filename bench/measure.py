@@ -105,8 +105,11 @@ def run_once(model, ids, max_new_tokens, params, drafter_name=None, verifier="gr
     drafter_name, k, adaptive, tree = parse_drafter(drafter_name, k, adaptive)
     drafter = TimedDrafter(make_drafter(drafter_name), clock=clock)
     stats = SpecStats()
+    from tinyspec.adaptive import VerifyCost
+
     out = list(speculative_generate(model, drafter, ids, max_new_tokens, params, verifier, k, adaptive=adaptive,
-                                    stats=stats, clock=clock, tree=tree))
+                                    stats=stats, clock=clock, tree=tree,
+                                    verify_cost=VerifyCost.for_backend(model.backend)))  # the backend's own v(m)
     return Run(out, stats.seconds, stats.prefill_seconds, stats.target_forwards, stats.drafted, stats.accepted,
                stats.steps, drafter.propose_seconds, drafter.k_requested)
 

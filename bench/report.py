@@ -154,7 +154,8 @@ def markdown(results: Results) -> str:
            f"numba {m.get('numba')}; load average {m.get('load_before')} before, {m.get('load_after')} after; "
            f"commit {m.get('commit', '?')}.", "",
            f"Command: `{s.get('command', '')}`", "",
-           f"Gemma 3 270M (float32), backend `{s.get('backend')}`, batch 1, "
+           f"Gemma 3 270M ({'the GGUF blocks, Q4_K_M' if s.get('backend') == 'quant' else 'float32'}), "
+           f"backend `{s.get('backend')}`, batch 1, "
            + (f"at most k = {s.get('k')} drafts a step, of which the break-even rule verifies those that pay "
               "(drafters marked @kN: a fixed k = N, every draft verified)" if s.get('adaptive') else
               f"k = {s.get('k')}")
