@@ -1,7 +1,7 @@
 """How often an MTP drafter's best b guesses hold the target's next token, on the bench's own greedy text.
 
     python -m bench.drafter_coverage                          # the shipped drafter
-    python -m bench.drafter_coverage --drafters weights/mtp-gemma-3-270m.drafter.npz,weights/mtp-work/checkpoint.npz
+    python -m bench.drafter_coverage --drafters weights/mtp-gemma-3-270m.drafter.safetensors,weights/mtp-work/checkpoint.npz
 
 Teacher forcing over what speculative decoding will meet: for each bench prompt, the prompt followed by the
 target's greedy continuation (the vanilla token ids that `python -m bench` stored in bench/results.json). One

@@ -111,7 +111,7 @@ drafters = {
     "toy draft model": lambda: DraftModelDrafter(toy),
 }
 if MTP_WEIGHTS.exists():
-    mtp = make_drafter("mtp")  # the shipped weights/mtp-gemma-3-270m.drafter.npz
+    mtp = make_drafter("mtp")  # the shipped weights/mtp-gemma-3-270m.drafter.safetensors
     drafters["mtp"] = lambda: mtp
     print(f"including the trained MTP drafter ({MTP_WEIGHTS.name})")
 else:

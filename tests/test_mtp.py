@@ -713,6 +713,27 @@ def test_greedy_speculative_with_the_shipped_drafter_equals_vanilla(gemma, gemma
     assert stats.accepted > 0  # and its drafts are often right
 
 
+@pytest.mark.parametrize("name", ["mtp", "auto"])
+def test_trees_of_the_shipped_drafter_and_auto_equal_vanilla(gemma, gemma_tokenizer, shipped, name):
+    """Trees on the real weights: greedy bitwise, and the coupled walk token for token (the same seed, vanilla's
+    very text), with the MTP drafter alone and merged with prompt lookup (auto), budget 8, adaptive."""
+    from tinyspec.decoding import generate_ids
+    from tinyspec.drafters import make_drafter
+    from tinyspec.sampling import SamplingParams
+    from tinyspec.speculative import SpecStats, speculative_generate_ids
+
+    stats = SpecStats()
+    coupled = SamplingParams(temperature=0.8, seed=3, coupled=True)
+    for text in PROMPTS[1:] + ["a b c d e f a b c d e f a b"]:
+        ids = gemma_tokenizer.encode(text)
+        drafter = make_drafter(f"{name}:{shipped}")
+        assert speculative_generate_ids(gemma, drafter, ids, 12, k=4, tree=8, adaptive=True, stats=stats) == \
+            generate_ids(gemma, ids, 12), text
+        assert speculative_generate_ids(gemma, drafter, ids, 8, coupled, verifier="coupled", k=4, tree=8) == \
+            generate_ids(gemma, ids, 8, coupled), text
+    assert stats.accepted > 0
+
+
 def test_shipped_drafter_drafts_what_it_was_trained_to(gemma, gemma_tokenizer, shipped):
     from tinyspec.drafters.mtp import MTPDrafter
     from tinyspec.mtp.report import teacher_forced_vs_loop

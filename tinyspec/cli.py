@@ -436,7 +436,8 @@ def cmd_compare(args):
 
 def add_speculative_args(p, drafter_default=None):
     p.add_argument("--drafter", default=drafter_default,
-                   help="ngram[:N] (prompt lookup), early-exit:L (first L blocks of the target), mtp (trained here)"
+                   help="ngram[:N] (prompt lookup), early-exit:L (first L blocks of the target), mtp (trained here), "
+                        "auto (prompt lookup where the text repeats, the MTP drafter elsewhere; best with --tree)"
                         + ("" if drafter_default else "; without it, vanilla decoding"))
     p.add_argument("--k", type=int, default=4, help="tokens drafted per step (default 4)")
     p.add_argument("--verify", choices=["greedy", "rejection", "coupled"], default=None,

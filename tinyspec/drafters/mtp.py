@@ -3,7 +3,7 @@
 Gemma 4 ships an "assistant" drafter beside each model: it takes the embedding of the newest token with the
 target's last hidden state, and its attention reads the target's KV cache instead of keeping one of its own.
 tinyspec trains one for Gemma 3 270M from scratch in NumPy (`tinyspec train-mtp`, tinyspec/mtp/) and ships
-it in weights/mtp-gemma-3-270m.drafter.npz. The network is in tinyspec/mtp/net.py; this file drives it:
+it in weights/mtp-gemma-3-270m.drafter.safetensors. The network is in tinyspec/mtp/net.py; this file drives it:
 
     step 1   h = the target's hidden state that chose context[-1] (TargetView.hidden), x = context[-1]
     step i   (h, x) -> the drafter's guess of the next hidden state h' and logits over its vocabulary subset;
@@ -27,7 +27,7 @@ from ..mtp import net
 from ..sampling import draw, warp
 from .base import Drafter, Proposal
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "mtp-gemma-3-270m.drafter.npz"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "mtp-gemma-3-270m.drafter.safetensors"
 
 
 class MTPDrafter(Drafter):
@@ -42,7 +42,7 @@ class MTPDrafter(Drafter):
 
     @classmethod
     def load(cls, path=None) -> "MTPDrafter":
-        """The shipped drafter (weights/mtp-gemma-3-270m.drafter.npz), or one trained with `tinyspec train-mtp`."""
+        """The shipped drafter (weights/mtp-gemma-3-270m.drafter.safetensors), or one trained with `tinyspec train-mtp`."""
         return cls(*net.load(path or DEFAULT_WEIGHTS))
 
     def check(self, model):

@@ -148,7 +148,7 @@ def measure(model, drafter, prompts, k: int = 3, repeats: int = 3, max_new_token
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tinyspec.mtp.report", description=__doc__.splitlines()[0])
-    ap.add_argument("--drafter", default=None, help="MTP weights (default weights/mtp-gemma-3-270m.drafter.npz)")
+    ap.add_argument("--drafter", default=None, help="MTP weights (default weights/mtp-gemma-3-270m.drafter.safetensors)")
     ap.add_argument("--weights", default=None, help="converted target weights (default $TINYSPEC_WEIGHTS)")
     ap.add_argument("--categories", default="prose,code", help="comma-separated bench categories")
     ap.add_argument("--k", type=int, default=3)
