@@ -86,16 +86,21 @@ def visible(positions, lengths, T: int, window: int):  # [M], [M] -> [M, T] bool
     return mask
 
 
-def attention_forward(q, K, V, mask, scale):  # [M, H, hd], [T, hd], [T, hd], [M, T] -> [M, H, hd]
-    """softmax(q K^T * scale) V over the visible positions. All query heads share the target's one K/V head."""
+def attention_forward(q, K, V, mask, scale, matmul=None):  # [M, H, hd], [T, hd], [T, hd], [M, T] -> [M, H, hd]
+    """softmax(q K^T * scale) V over the visible positions. All query heads share the target's one K/V head.
+    `matmul` (x W^T, as in linear_forward) computes both products when given: drafting passes the target's
+    kernel, because a small BLAS call next to Numba's busy threads costs many times its arithmetic."""
     M, H, hd = q.shape
-    s = (q.reshape(M * H, hd) @ K.T).reshape(M, H, -1) * scale  # [M, H, T]
+    mm = (lambda x, W: x @ W.T) if matmul is None else matmul  # noqa: E731
+    s = mm(np.ascontiguousarray(q.reshape(M * H, hd)), K).reshape(M, H, -1) * scale  # [M, H, T]
     s = np.where(mask[:, None, :], s, -np.inf)  # [M, H, T]
     top = np.max(s, axis=-1, keepdims=True)  # [M, H, 1]
     top = np.where(np.isfinite(top), top, 0.0)  # a query that sees nothing gets all-zero weights
     a = np.exp(s - top)  # [M, H, T]
     a = a / np.maximum(np.sum(a, axis=-1, keepdims=True), np.finfo(a.dtype).tiny)  # [M, H, T]
-    out = (a.reshape(M * H, -1) @ V).reshape(M, H, hd)  # [M, H, hd]
+    out = (a.reshape(M * H, -1) @ V if matmul is None else
+           matmul(np.ascontiguousarray(a.reshape(M * H, -1), dtype=np.float32), np.ascontiguousarray(V.T))
+           ).reshape(M, H, hd)  # [M, H, hd]
     return out, (a, K, V, scale)
 
 
