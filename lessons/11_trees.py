@@ -7,11 +7,9 @@
 # bitwise against one-token-at-a-time decoding, walk trees greedily and by sampling (both token for token
 # vanilla's output), point to the proof for sampled trees, and compare chains with trees in tokens per forward.
 #
-# **Running time.** Measured 43 s after the one-time conversion (29 s with `TINYSPEC_QUICK=1`) with
-# `NUMBA_NUM_THREADS=1` on the project's 2-core machine while another benchmark run (`python -m bench.trees`)
-# and test runs shared it (load average 4.1 to 5.1 before the runs); with the default threads under that
-# load, 85 s (108 s quick): two threads on busy cores wait for each other. Each run on the code prompt pays its
-# 120-token prefill, seconds under such load. An idle laptop is faster. lessons/README.md lists every measurement.
+# **Running time.** About 17 s after the one-time conversion (11 s with `TINYSPEC_QUICK=1`) on the project's
+# idle 2-core machine at the default threads; several times that on busy cores. lessons/README.md lists every
+# measurement.
 #
 # The code is `tinyspec/tree.py` (the tree, the best-first rule that builds one, the three walks),
 # `tinyspec.model.attend_tree` (the tree's attention) and `speculative_generate(..., tree=N)` (the loop).

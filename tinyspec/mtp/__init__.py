@@ -6,5 +6,5 @@
     train.py    the training run (`tinyspec train-mtp`): budgeted, checkpointed, resumable
     report.py   acceptance and speedup on the bench prompts (`python -m tinyspec.mtp.report`)
 
-For a lesson, a few minutes of the whole recipe: `train.train(model, tokenizer, train.quick_config(3.0), ...)`.
+For a lesson, a few minutes of the whole recipe: `train.train(model, tokenizer, train.quick_config(tokens=20_000), ...)`.
 """
