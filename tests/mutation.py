@@ -42,7 +42,7 @@ SPEC = "speculative.py"
 MUTANTS = [
     Mutant("tree-budget-learns-verified-only", "the adaptive tree budget asks a free drafter for N* nodes only, so "
            "it learns nothing about deeper ranks and stays at one node",
-           ((SPEC, "ask = tree if not drafter.cost and depth and n_nodes < tree else n_nodes", "ask = n_nodes"),)),
+           ((SPEC, "ask = tree if budget and not drafter.cost else n_nodes", "ask = n_nodes"),)),
     Mutant("accept-without-draw", "rejection keeps every draft without drawing u",
            ((SPEC, "keep = random.accept(acceptance_probability(p, q, d))", "keep = True"),)),
     Mutant("one-uniform-per-step", "one uniform per step, reused for every draft the step checks",

@@ -85,7 +85,7 @@ class VerifyCost:
 
 # v(m) per backend, as VerifyCost.fit draws it from `python bench/verify_cost.py` on the project's machine. A
 # backend without an entry here gets the numba backend's line.
-VERIFY_COSTS = {  # each backend's line, fitted by `python bench/verify_cost.py` (bench/results.md says when and where)
+VERIFY_COSTS = {  # bench/results.md says when and where each line was measured
     "numba": VerifyCost(),
     "quant": VerifyCost(0.081, 0.406),
 }

@@ -211,21 +211,19 @@ def speculative_generate(model, drafter: Drafter, prompt_ids, max_new_tokens: in
             if budget:
                 budget.draft_cost = policy.draft_cost
         if tree:
-            depth = min(k, most)
+            depth, n_nodes = min(k, most), tree
             if budget:  # adaptive: the rule's budget, after learning from the last step's whole tree
                 budget.observe(context)
                 n_nodes = budget.budget()
-                # a free drafter is asked for its whole tree, to learn from, and cut to n_nodes: its first n_nodes
-                # nodes are its best guesses and a tree themselves (parents come first). A tree drawn from q is
-                # never cut (its children's draw order is part of its verification); a costly drafter is asked
-                # for n_nodes only.
-                ask = tree if not drafter.cost and depth and n_nodes < tree else n_nodes
-                full = drafter.propose_tree(context, ask, depth) if depth and ask else TokenTree([], [])
+            # the adaptive rule asks a free drafter for its whole tree, to learn from, and cuts it to n_nodes: its
+            # first n_nodes nodes are its best guesses and a tree themselves (parents come first). A tree drawn
+            # from q is never cut (its children's draw order is part of its verification); a costly drafter is
+            # asked for n_nodes only.
+            ask = tree if budget and not drafter.cost else n_nodes
+            full = drafter.propose_tree(context, ask, depth) if depth and ask else TokenTree([], [])
+            if budget:
                 budget.propose(position, full)
-                guesses = full if len(full) <= n_nodes or full.q is not None else full.prefix(n_nodes)
-            else:
-                n_nodes = tree
-                guesses = drafter.propose_tree(context, n_nodes, depth) if depth and n_nodes else TokenTree([], [])
+            guesses = full if len(full) <= n_nodes or full.q is not None else full.prefix(n_nodes)
             offered = drafted = guesses.tokens
             layout, parents = guesses.layout(start=position - 1), guesses.parents  # its rows, after the context
         else:

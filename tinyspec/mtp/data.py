@@ -136,12 +136,19 @@ def features_of(cache, tokens, h, r, layers, argmax) -> Features:
 
 
 def prefill_features(model, tokens, layers, with_argmax: bool = True) -> Features:
-    """Features of one sequence of text, from one forward of the target. Without argmax (-1s), the 262144-row
-    head is skipped: it costs more than all the blocks."""
-    cache = model.new_cache(len(tokens))
-    h, r = batched_hidden(model, [cache], np.asarray(tokens)[None, :], capture_layer=layers[0])  # [1, S, d]
-    argmax = head_argmax(model, h[0]) if with_argmax else np.full(len(tokens), -1)
-    return features_of(cache, tokens, h[0], r[0], layers, argmax)
+    """Features of one sequence of text, from one forward of the target (prefill_batch of one row)."""
+    return prefill_batch(model, np.asarray(tokens)[None, :], layers, with_argmax)[0]
+
+
+def prefill_batch(model, tokens, layers, with_argmax: bool = True) -> list[Features]:  # [B, S] -> B Features
+    """Features of B equal-length sequences, from one batched forward (batched_hidden). Without argmax (-1s), the
+    262144-row head is skipped: it costs more than all the blocks."""
+    tokens = np.asarray(tokens)
+    caches = [model.new_cache(tokens.shape[1]) for _ in tokens]
+    h, r = batched_hidden(model, caches, tokens, capture_layer=layers[0])  # [B, S, d]
+    return [features_of(cache, tokens[b], h[b], r[b], layers,
+                        head_argmax(model, h[b]) if with_argmax else np.full(tokens.shape[1], -1))
+            for b, cache in enumerate(caches)]
 
 
 def generate_features(model, seeds, n_new: int, layers, temperature: float = 0.0, rng=None,
@@ -175,25 +182,3 @@ def generate_features(model, seeds, n_new: int, layers, temperature: float = 0.0
         last = h[:, 0]
     return [features_of(caches[b], np.concatenate(toks[b]), np.concatenate(hs[b]), np.concatenate(rs[b]), layers,
                         np.concatenate(argmaxes[b])) for b in range(B)]
-
-
-# --- storing features ----------------------------------------------------------------------------------------
-
-def save_features(path: Path, feats: list[Features], names: list[str]) -> None:
-    """float16 for h, k, v; float32 for r (Gemma's residual stream holds values beyond float16's 65504)."""
-    dtypes = {"tokens": np.int32, "h": np.float16, "r": np.float32, "k": np.float16, "v": np.float16,
-              "argmax": np.int32}
-    arrays = {f"{i}.{field}": np.asarray(getattr(f, field), dtype=dt) for i, f in enumerate(feats)
-              for field, dt in dtypes.items()}
-    arrays["names_json"] = np.frombuffer(json.dumps(names).encode(), dtype=np.uint8)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-
-
-def load_features(path: Path) -> tuple[list[Features], list[str]]:
-    with np.load(path) as z:
-        names = json.loads(z["names_json"].tobytes().decode())
-        feats = [Features(*(z[f"{i}.{field}"] for field in ("tokens", "h", "r", "k", "v", "argmax")))
-                 for i in range(len(names))]
-    return feats, names

@@ -312,13 +312,8 @@ def learning_rate(tc: TrainConfig, fraction: float, step: int) -> float:
 # --- the target's features, made on the fly ------------------------------------------------------------------
 
 def text_features(model, seqs, layers, with_argmax: bool = False):
-    """Features of equal-length corpus sequences, from one batched prefill (data.batched_hidden)."""
-    tokens = np.stack([ids for _, ids in seqs])  # [B, S]
-    caches = [model.new_cache(tokens.shape[1]) for _ in seqs]
-    h, r = data.batched_hidden(model, caches, tokens, capture_layer=layers[0])  # [B, S, d]
-    return [data.features_of(cache, tokens[b], h[b], r[b], layers,
-                             data.head_argmax(model, h[b]) if with_argmax else np.full(len(tokens[b]), -1))
-            for b, cache in enumerate(caches)]
+    """Features of equal-length corpus sequences [(name, ids)], from one batched prefill (data.prefill_batch)."""
+    return data.prefill_batch(model, np.stack([ids for _, ids in seqs]), layers, with_argmax)
 
 
 def own_text_features(model, seeds, length: int, layers, E_sub, vocab, rng, sampled: int):
