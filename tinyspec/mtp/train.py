@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, net
-from .layers import linear_backward, linear_forward, log_softmax, mse, rms_norm_forward, soft_cross_entropy
+from .layers import linear_forward, log_softmax, mse, rms_norm_forward, soft_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class TrainConfig:
     step_weights: tuple = (1.0, 0.7, 0.5)  # loss weight of each draft step
     self_share: float = 0.25  # share of the training tokens the target writes itself
     text_batch: int = 4  # corpus sequences per job (one batched prefill)
-    gen_batch: int = 32  # sequences the target writes per job (one batched forward per token)
+    gen_batch: int = 128  # sequences the target writes per job (one batched forward per token)
     gen_sampled: int = 16  # tokens of a self-written sequence sampled at temperature 1 (its own opening) ...
     #                        ... the rest are its greedy choice among the head's tokens
     vocab_sample_seqs: int = 48  # training sequences whose full-head greedy choices pick the vocabulary
@@ -221,12 +221,12 @@ def sequence_loss(params, c: net.MTPConfig, f, E, E_sub, tc: TrainConfig, reg_no
         if len(t) == 0 or weight == 0:
             break
         hp, tape = net.step_forward(params, c, e[t + j], h_in[: len(t)], kv, t + j, t)  # [R, d]
-        logits, head_tape = linear_forward(hp, E_sub)  # [R, N]
+        logits, _ = linear_forward(hp, E_sub)  # [R, N]
         ce, dlogits = soft_cross_entropy(logits, p[t + j - 1])
         reg, dh_reg = mse(hp, h[t + j], tc.reg_weight / reg_norm)
         total += weight * (ce + reg)
         if grads is not None:
-            dh = weight * (linear_backward(dlogits, head_tape)[0] + dh_reg)
+            dh = weight * (dlogits @ E_sub + dh_reg)  # the head is the target's frozen embedding: no dW
             g, _ = net.step_backward(dh.astype(dt), tape, c)
             for k, v in g.items():
                 grads[k] = grads[k] + v if k in grads else v
