@@ -74,35 +74,41 @@ def test_the_docstring_example():
 
 
 def test_a_merge_by_hand():
-    """[1, 2] was followed by 7 5 (min_n = 2: the 2 before 9 follows a 5, a one-token match, no repeat): the trie
-    is 7 -> 5. The model's tree is 7 -> {5, 4}, 8: its 7 and 7 -> 5 are the trie's nodes, 8 and 7 -> 4 are new."""
+    """In [1, 7, 5, 2, 9, 1] only the newest token matched (a one-token match: no repeat): the trie is 7 -> 5. The
+    model's tree is 7 -> {5, 4}, 8: its 7 and 7 -> 5 are the trie's nodes, 8 and 7 -> 4 are new. In
+    [1, 2, 7, 5, 2, 9, 1, 2] the two tokens [1, 2] matched: the text repeats, the trie alone is the tree."""
     class Fixed(Drafter):
         def propose_tree(self, context, budget, max_depth):
             return TokenTree([7, 8, 5, 4][:budget], [-1, -1, 0, 0][:budget])
 
     model = Spy(Fixed())
     auto = AutoDrafter(model)
-    context = [1, 2, 7, 5, 2, 9, 1, 2]
-    tree = auto.propose_tree(context, budget=6, max_depth=2)
+    tree = auto.propose_tree([1, 7, 5, 2, 9, 1], budget=6, max_depth=2)
     assert tree.tokens == [7, 5, 8, 4] and tree.parents == [-1, 0, -1, 0] and tree.q is None
     assert [c[1] for c in model.calls] == [4]  # 6 - 2 trie nodes
-    assert auto.propose_tree(context, budget=2, max_depth=2).tokens == [7, 5]  # the trie fills the budget ...
+    assert auto.propose_tree([1, 7, 5, 2, 9, 1], budget=2, max_depth=2).tokens == [7, 5]  # the trie fills it ...
     assert len(model.calls) == 1  # ... and the model drafter is not called
-    tree = auto.propose_tree([1, 2, 3], budget=3, max_depth=2)  # no repeat: the model's tree
+    tree = auto.propose_tree([1, 2, 7, 5, 2, 9, 1, 2], budget=6, max_depth=2)  # a repeat: the trie alone (the
+    assert tree.tokens == [7, 5, 9, 1] and tree.parents == [-1, 0, -1, 2]     # one-token match's 9 -> 1 too) ...
+    assert len(model.calls) == 1  # ... the model drafter not called
+    tree = auto.propose_tree([1, 2, 3], budget=3, max_depth=2)  # no match: the model's tree
     assert tree.tokens == [7, 8, 5] and tree.parents == [-1, -1, 0] and model.calls[-1][1] == 3
 
 
 @settings(max_examples=examples(300), deadline=None)
 @given(context=st.lists(st.integers(0, 4), min_size=1, max_size=30), budget=st.integers(1, 12),
-       depth=st.integers(1, 5), seed=st.integers(0, 1000), min_n=st.integers(1, 3))
-def test_the_merged_tree_is_the_union_of_the_two(context, budget, depth, seed, min_n):
+       depth=st.integers(1, 5), seed=st.integers(0, 1000), min_n=st.integers(1, 3), repeat=st.integers(1, 4))
+def test_the_merged_tree_is_the_union_of_the_two(context, budget, depth, seed, min_n, repeat):
     ngram = NgramDrafter(max_n=3, min_n=min_n)
     model = Spy(RandomTreeDrafter(5, seed))
-    auto = AutoDrafter(model, NgramDrafter(max_n=3, min_n=min_n))
+    auto = AutoDrafter(model, NgramDrafter(max_n=3, min_n=min_n), repeat=repeat)
     tree = auto.propose_tree(context, budget, depth)
     trie = ngram.propose_tree(context, budget, depth)
     assert tree.tokens[:len(trie)] == trie.tokens and tree.parents[:len(trie)] == trie.parents  # the trie first
-    if len(trie) == budget:
+    # the longest match, counted here from the context itself (the drafter's own `match` is not trusted)
+    longest = max((n for n in range(1, min(3, len(context) - 1) + 1) for j in range(n - 1, len(context) - 1)
+                   if context[j - n + 1: j + 1] == context[len(context) - n:]), default=0)
+    if len(trie) == budget or (longest >= max(repeat, min_n)):
         assert model.calls == []
         expected = paths(trie)
     else:
@@ -128,8 +134,10 @@ def test_the_cost_counts_the_model_drafters_nodes_only():
     assert auto.cost == 0.0
     auto.propose_tree([1, 2, 3], budget=3, max_depth=3)  # no repeat: the model's 3 nodes
     assert auto.cost == 0.5 * 3 / 6
-    auto.propose_tree([5, 9, 5, 9], budget=3, max_depth=3)  # the trie's 5 -> 9, then the model's 6
-    assert auto.cost == 0.5 * 4 / 9
+    auto.propose_tree([5, 9, 5, 9], budget=3, max_depth=3)  # [5, 9] repeats: the trie's 5 -> 9 alone, free
+    assert auto.cost == 0.5 * 3 / 8
+    auto.propose_tree([5, 9, 6, 9], budget=3, max_depth=3)  # only 9 matched: the trie's 6 -> 9, then the model's 6
+    assert auto.cost == 0.5 * 4 / 10  # (merged into the trie's 6: one node asked, none added)
     auto.begin(None, [0], SamplingParams())
     assert auto.cost == 0.5
 
@@ -169,8 +177,9 @@ def test_greedy_auto_with_a_tiny_mtp_drafter_equals_greedy_on_tiny_gemmas(seed, 
     for k in (2, 4):
         model.calls.clear()
         stats = SpecStats()
-        out = speculative_generate_ids(target, AutoDrafter(model), prompt, 24, k=k, tree=budget, stop_at_eos=False,
-                                       stats=stats)
+        ngram = None if repeats else NgramDrafter(max_n=8, min_n=2)  # (no one-token matches: nothing repeats)
+        out = speculative_generate_ids(target, AutoDrafter(model, ngram), prompt, 24, k=k, tree=budget,
+                                       stop_at_eos=False, stats=stats)
         assert out == vanilla
         assert model.calls and all(1 <= asked <= budget for _, asked, _ in model.calls)
         if repeats:  # some steps' trees hold trie nodes, and the MTP drafter has the rest
