@@ -60,7 +60,8 @@ from ..fast.simd import WIDTH, vfma, vload, vstore, vzero
 from ..ops import Ops
 from .blocks import FORMATS, BlockFormat
 from .gguf_file import QuantTensor
-from .simd import band, bload, bor, bshl, bshr, bshr_lanes, bsplat, vfloat, vmul, vmulsub
+from .simd import (bload, vfloat, vmul, vmulsub, wadd, waddi, wand, wandi, wbits, wfloat, wload, wshl, wshr,
+                   wsplat, wzero_mask)
 
 PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone
 
@@ -87,30 +88,35 @@ def _load_q8_0(raw, n, g, j, d):  # d * q, q the int8 at bytes 2 + 8j ..
 
 
 @njit(inline="always")
-def _scales_q5_0(raw, n, g, f16):  # group g = block g: d, and the 32 high bits qh
+def _scales_q5_0(raw, n, g, f16):  # group g = block g: d, and its 32 high bits qh in every int32 lane
     p = 22 * g
     qh = raw[n, p + 2] | np.int64(raw[n, p + 3]) << 8 | np.int64(raw[n, p + 4]) << 16 | np.int64(raw[n, p + 5]) << 24
-    return _f16(raw, n, p, f16), qh
+    return _f16(raw, n, p, f16), wsplat(qh)
 
 
 @njit(inline="always")
 def _load_q5_0(raw, n, g, j, s):  # d * (q - 16), q = low nibble | high bit << 4
+    """In int32 lanes: q - 16 = low + 16 h - 16, which is low where the high bit h is set and low - 16 where it
+    is clear: so the lanes whose bit 8j + i of qh is clear get -16 added (a compare and two ANDs, no shifts)."""
     d, qh = s
-    low = band(bshr(bload(raw, n, 22 * g + 6 + 8 * (j % 2)), 4 * (j // 2)), 15)  # values 0..15 low, 16..31 high nibbles
-    high = band(bshr_lanes(bsplat(qh >> (8 * j))), 1)  # bits 8j .. 8j+7 of qh, one per lane
-    return vmul(vfloat(bor(low, bshl(high, 4)), -16), d)
+    low = wandi(wshr(wload(raw, n, 22 * g + 6 + 8 * (j % 2)), 4 * (j // 2)), 15)  # 0..15 low, 16..31 high nibbles
+    clear = wzero_mask(wand(qh, wbits(j)))  # -1 where bit 8j + i of qh is 0
+    return vmul(wfloat(wadd(low, wandi(clear, -16))), d)
 
 
-@njit  # a plain call, not inlined in Numba's IR: inlining its branches there trips a Numba IR check
+@njit(inline="always")
 def _scales_q4_k(raw, n, g, f16):  # group g = sub-block j = g % 8 of block g // 8: d * sc[j], dmin * m[j]
+    """The 6-bit sc[j] and m[j] of blocks.q4_k_scales_and_mins, without a branch (so that it inlines): with
+    b = the 12 packed bytes, i = j % 4,
+        j < 4:   sc = b[i] & 63                        m = b[4 + i] & 63
+        j >= 4:  sc = b[8 + i] & 15 | (b[i] >> 6) << 4  m = b[8 + i] >> 4 | (b[4 + i] >> 6) << 4
+    both computed, and one kept by a mask of all ones (j >= 4) or zeros."""
     p, j = 144 * (g // 8), g % 8
-    s = p + 4  # the 12 packed scale bytes raw[n, s : s+12] (blocks.q4_k_scales_and_mins)
-    if j < 4:
-        sc = raw[n, s + j] & 63
-        m = raw[n, s + j + 4] & 63
-    else:
-        sc = (raw[n, s + j + 4] & 15) | (raw[n, s + j - 4] >> 6) << 4
-        m = (raw[n, s + j + 4] >> 4) | (raw[n, s + j] >> 6) << 4
+    s, i = p + 4, j % 4  # the 12 packed scale bytes raw[n, s : s+12] (blocks.q4_k_scales_and_mins)
+    b0, b4, b8 = np.int64(raw[n, s + i]), np.int64(raw[n, s + 4 + i]), np.int64(raw[n, s + 8 + i])
+    high = -np.int64(j // 4)  # -1 (all bits) for j >= 4, else 0
+    sc = (b0 & 63) & ~high | ((b8 & 15) | (b0 >> 6) << 4) & high
+    m = (b4 & 63) & ~high | ((b8 >> 4) | (b4 >> 6) << 4) & high
     return _f16(raw, n, p, f16) * np.float32(sc), _f16(raw, n, p + 2, f16) * np.float32(m)
 
 
@@ -118,7 +124,7 @@ def _scales_q4_k(raw, n, g, f16):  # group g = sub-block j = g % 8 of block g //
 def _load_q4_k(raw, n, g, j, s):  # (d * sc) * q - (dmin * m), q the low (even g) or high (odd g) nibbles
     scale, offset = s
     p = 144 * (g // 8) + 16 + 32 * (g % 8 // 2) + 8 * j
-    return vmulsub(vfloat(band(bshr(bload(raw, n, p), 4 * (g % 2)), 15), 0), scale, offset)
+    return vmulsub(wfloat(wandi(wshr(wload(raw, n, p), 4 * (g % 2)), 15)), scale, offset)
 
 
 @njit(inline="always")
@@ -131,9 +137,9 @@ def _scales_q6_k(raw, n, g, f16):  # group g = sub-block g % 16 of block g // 16
 def _load_q6_k(raw, n, g, j, scale):  # scale * (q - 32), scale = d * scales[g % 16], q = low 4 | high 2 bits << 4
     p, v = 210 * (g // 16), 16 * (g % 16) + 8 * j  # value v .. v+7 of the block
     half, quarter, l = v // 128, v % 128 // 32, v % 32  # value l + 32 * quarter of that half
-    low = band(bshr(bload(raw, n, p + 64 * half + 32 * (quarter % 2) + l), 4 * (quarter // 2)), 15)
-    high = band(bshr(bload(raw, n, p + 128 + 32 * half + l), 2 * quarter), 3)
-    return vmul(vfloat(bor(low, bshl(high, 4)), -32), scale)
+    low = wandi(wshr(wload(raw, n, p + 64 * half + 32 * (quarter % 2) + l), 4 * (quarter // 2)), 15)
+    high = wandi(wshr(wload(raw, n, p + 128 + 32 * half + l), 2 * quarter), 3)
+    return vmul(wfloat(waddi(wadd(low, wshl(high, 4)), -32)), scale)  # low + 16 high - 32: disjoint bits
 
 
 @dataclass(frozen=True)

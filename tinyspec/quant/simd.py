@@ -1,21 +1,27 @@
-"""8 bytes of a quantized block as a Numba register value, and the few integer operations that unpack a block's
-fields into 8 small integers q and turn them into the 8 float32 weights they stand for.
+"""Bytes of a quantized block in registers, and the few integer operations that unpack a block's fields into 8
+small integers q and turn them into the 8 float32 weights they stand for.
 
 tinyspec.fast.simd has the 8 x float32 register (f32x8) the matmul sums in. The quantized kernels fill it from
-bytes instead of from floats: 8 consecutive values of a block have their bits in 8 consecutive bytes (or, for
-Q5_0's 5th bits, in one byte), so each format's "8 values" is a few of these operations, one LLVM instruction
-each on an <8 x i8> value:
+bytes instead of from floats. 8 consecutive values of a block have their bits in 8 consecutive bytes (or, for
+Q5_0's 5th bits, in one 32-bit word), so each format's "8 values" is a few of these operations, one LLVM
+instruction each:
 
-    q = bor(band(bshr(bload(raw, n, p), 4), 15), bshl(high, 4))     # lane i: (raw[n, p+i] >> 4 & 15) | high[i] << 4
-    w = vmul(vfloat(q, -16), d)                                      # lane i: d * float32(q[i] - 16)
+    Q8_0    bload, vfloat                     8 bytes as <8 x i8>, read as int8 and converted (vpmovsxbd, vcvtdq2ps)
+    others  wload, wshr, wandi, ..., wfloat   8 bytes widened to <8 x i32> (vpmovzxbd), the fields cut out there
 
-Shift counts and masks are the same in every lane (except `bshr_lanes`, which shifts lane i by i), given as
-integers; the kernels pass constants, which LLVM folds in. Lanes are unsigned bytes until `vfloat`, which
-reads them as int8 (Q8_0's q is int8; the other formats' q fit in 0..63, so int8 reads them unchanged).
+    q = wandi(wshr(wload(raw, n, p), 4), 15)     # lane i: raw[n, p+i] >> 4 & 15
+    w = vmul(wfloat(waddi(q, -16)), d)            # lane i: d * float32(q[i] - 16)
 
-The float operations round as the block formats' definitions do (tinyspec.quant.blocks): `vmul` is one float32
-multiply per lane, `vmulsub` a multiply then a subtraction, each rounded, never fused. The loads read
-raw[n, p .. p+7] of a C-contiguous uint8 matrix without bounds checks: the callers keep p + 8 <= the row length.
+Why int32 lanes for the fields: AVX2 has no byte shifts, and none that shift each lane by its own count, so
+LLVM emulates those on <8 x i8> with chains of word multiplies and packs (about 20 instructions for Q5_0's 8
+values, where int32 lanes take about 10: `wbits` and a compare pick one bit per lane, and a shift by the same
+count in every lane is one instruction, whatever the count).
+
+Shift counts and masks are the same in every lane (except `wbits`'s, lane i's own bit), given as integers. The
+float operations round as the block formats' definitions do (tinyspec.quant.blocks): `vmul` is one float32
+multiply per lane, `vmulsub` a multiply then a subtraction, each rounded, never fused; `vfloat` and `wfloat`
+convert small integers, exactly. The loads read raw[n, p .. p+7] of a C-contiguous uint8 matrix without bounds
+checks: the callers keep p + 8 <= the row length.
 """
 
 from __future__ import annotations
@@ -75,52 +81,7 @@ def bload(typingctx, raw, n, p):  # raw [R, B] uint8, row n, byte p -> u8x8 of r
     return u8x8(raw, types.intp, types.intp), codegen
 
 
-@intrinsic
-def bsplat(typingctx, b):  # integer -> u8x8 with its low 8 bits in every lane
-    if not isinstance(b, types.Integer):
-        return None
-    def codegen(context, builder, sig, args):
-        return _splat(builder, _byte(context, builder, args[0], sig.args[0]), _BYTES)
-    return u8x8(b), codegen
-
-
-# 2. Bit fields --------------------------------------------------------------------------------------------
-
-def _lanewise(op):  # an intrinsic (u8x8, integer) -> u8x8 applying builder.<op>(v, splat(integer))
-    @intrinsic
-    def apply(typingctx, v, s):
-        if v != u8x8 or not isinstance(s, types.Integer):
-            return None
-        def codegen(context, builder, sig, args):
-            return getattr(builder, op)(args[0], _splat(builder, _byte(context, builder, args[1], sig.args[1]), _BYTES))
-        return u8x8(u8x8, s), codegen
-    return apply
-
-
-bshr = _lanewise("lshr")  # (u8x8, s) -> every lane shifted right by s (0 <= s < 8), zeros in from the left
-bshl = _lanewise("shl")  # (u8x8, s) -> every lane shifted left by s (0 <= s < 8), high bits dropped
-band = _lanewise("and_")  # (u8x8, mask) -> every lane & mask
-
-
-@intrinsic
-def bor(typingctx, a, b):  # u8x8, u8x8 -> a | b, lane by lane
-    if a != u8x8 or b != u8x8:
-        return None
-    def codegen(context, builder, sig, args):
-        return builder.or_(args[0], args[1])
-    return u8x8(u8x8, u8x8), codegen
-
-
-@intrinsic
-def bshr_lanes(typingctx, v):  # u8x8 -> lane i shifted right by i (8 copies of a byte -> its 8 bits, in lane i's bit 0)
-    if v != u8x8:
-        return None
-    def codegen(context, builder, sig, args):
-        return builder.lshr(args[0], ir.Constant(_BYTES, list(range(WIDTH))))
-    return u8x8(u8x8), codegen
-
-
-# 3. To float32 --------------------------------------------------------------------------------------------
+# 2. To float32 --------------------------------------------------------------------------------------------
 
 @intrinsic
 def vfloat(typingctx, v, offset):  # u8x8, integer -> f32x8 of float32(int8(v[i]) + offset) (exact)
@@ -150,3 +111,112 @@ def vmulsub(typingctx, v, s, o):  # f32x8, float32, float32 -> s * v[i] - o: the
         product = builder.fmul(_splat(builder, args[1], _FLOATS), args[0])
         return builder.fsub(product, _splat(builder, args[2], _FLOATS))
     return f32x8(f32x8, types.float32, types.float32), codegen
+
+
+# 3. Eight int32 lanes: where the fields are cut out (see the module docstring for why) ---------------------
+
+_INTS = ir.VectorType(ir.IntType(32), WIDTH)
+
+
+class I32x8(types.Type):
+    """The Numba type of 8 int32 lanes in a register."""
+
+    def __init__(self):
+        super().__init__(name="i32x8")
+
+
+i32x8 = I32x8()
+
+
+@register_model(I32x8)
+class _I32x8Model(models.PrimitiveModel):  # lowered to LLVM's <8 x i32>
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _INTS)
+
+
+def _int32(context, builder, value, ty):  # an integer scalar of Numba type ty -> an LLVM i32
+    return context.cast(builder, value, ty, types.int32)
+
+
+@intrinsic
+def wload(typingctx, raw, n, p):  # raw [R, B] uint8, row n, byte p -> i32x8 of raw[n, p : p+8], zero-extended
+    if not _u8_matrix(raw):
+        return None
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
+        return builder.zext(builder.load(builder.bitcast(ptr, _BYTES.as_pointer()), align=1), _INTS)
+    return i32x8(raw, types.intp, types.intp), codegen
+
+
+@intrinsic
+def wsplat(typingctx, b):  # integer -> i32x8 with its low 32 bits in every lane
+    if not isinstance(b, types.Integer):
+        return None
+    def codegen(context, builder, sig, args):
+        return _splat(builder, _int32(context, builder, args[0], sig.args[0]), _INTS)
+    return i32x8(b), codegen
+
+
+@intrinsic
+def wbits(typingctx, j):  # integer j -> i32x8, lane i: 1 << (8 j + i), the mask of bit 8 j + i (0 <= j < 4)
+    if not isinstance(j, types.Integer):
+        return None
+    def codegen(context, builder, sig, args):
+        base = ir.Constant(_INTS, [1 << i for i in range(WIDTH)])
+        eight_j = builder.mul(_int32(context, builder, args[0], sig.args[0]), ir.Constant(ir.IntType(32), 8))
+        return builder.shl(base, _splat(builder, eight_j, _INTS))
+    return i32x8(j), codegen
+
+
+def _lanewise_w(op):  # an intrinsic (i32x8, integer) -> i32x8 applying builder.<op>(v, splat(integer))
+    @intrinsic
+    def apply(typingctx, v, s):
+        if v != i32x8 or not isinstance(s, types.Integer):
+            return None
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(args[0], _splat(builder, _int32(context, builder, args[1], sig.args[1]), _INTS))
+        return i32x8(i32x8, s), codegen
+    return apply
+
+
+wshr = _lanewise_w("lshr")  # (i32x8, s) -> every lane shifted right by s, zeros in from the left
+wshl = _lanewise_w("shl")  # (i32x8, s) -> every lane shifted left by s
+wandi = _lanewise_w("and_")  # (i32x8, mask) -> every lane & mask (a negative mask: its two's complement)
+waddi = _lanewise_w("add")  # (i32x8, integer) -> every lane + it
+
+
+@intrinsic
+def wand(typingctx, a, b):  # i32x8, i32x8 -> a & b, lane by lane
+    if a != i32x8 or b != i32x8:
+        return None
+    def codegen(context, builder, sig, args):
+        return builder.and_(args[0], args[1])
+    return i32x8(i32x8, i32x8), codegen
+
+
+@intrinsic
+def wadd(typingctx, a, b):  # i32x8, i32x8 -> a + b, lane by lane
+    if a != i32x8 or b != i32x8:
+        return None
+    def codegen(context, builder, sig, args):
+        return builder.add(args[0], args[1])
+    return i32x8(i32x8, i32x8), codegen
+
+
+@intrinsic
+def wzero_mask(typingctx, a):  # i32x8 -> lane i: -1 (all bits set) where a[i] == 0, else 0
+    if a != i32x8:
+        return None
+    def codegen(context, builder, sig, args):
+        return builder.sext(builder.icmp_unsigned("==", args[0], ir.Constant(_INTS, [0] * WIDTH)), _INTS)
+    return i32x8(i32x8), codegen
+
+
+@intrinsic
+def wfloat(typingctx, v):  # i32x8 -> f32x8 of float32(v[i]) (exact for |v| < 2**24)
+    if v != i32x8:
+        return None
+    def codegen(context, builder, sig, args):
+        return builder.sitofp(args[0], _FLOATS)
+    return f32x8(i32x8), codegen
