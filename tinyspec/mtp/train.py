@@ -46,7 +46,7 @@ class TrainConfig:
     step_weights: tuple = (1.0, 0.7, 0.5)  # loss weight of each draft step
     self_share: float = 0.25  # share of the training tokens the target writes itself
     text_batch: int = 4  # corpus sequences per job (one batched prefill)
-    gen_batch: int = 128  # sequences the target writes per job (one batched forward per token)
+    gen_batch: int = 32  # sequences the target writes per job (one batched forward per token)
     gen_sampled: int = 16  # tokens of a self-written sequence sampled at temperature 1 (its own opening) ...
     #                        ... the rest are its greedy choice among the head's tokens
     vocab_sample_seqs: int = 48  # training sequences whose full-head greedy choices pick the vocabulary
