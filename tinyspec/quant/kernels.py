@@ -56,6 +56,7 @@ from numba import literally, njit, prange, types
 from numba.extending import overload
 
 from ..fast.kernels import NUMBA
+from ..fast.kernels import _tile as _float32_tile
 from ..fast.simd import WIDTH, vfma, vload, vstore, vzero
 from ..ops import Ops
 from .blocks import FORMATS, BlockFormat
@@ -64,6 +65,8 @@ from .simd import (bload, vfloat, vmul, vmulsub, wadd, waddi, wand, wandi, wbits
                    wsplat, wzero_mask)
 
 PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone
+SCRATCH_ROWS = 6  # from this many rows of x on, 4 rows of W are dequantized once into a scratch, then read as float32
+#                   (below it, dequantizing in registers once per 3 rows was as fast or faster: bench/results.md)
 
 # the float32 value of every float16 bit pattern (NumPy's conversion, exact: every float16 is a float32)
 F16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
@@ -263,23 +266,47 @@ def _fold(lanes):  # [WIDTH] -> float32: lane l + 4 onto l, then l + 2, then l +
     return lanes[0] + lanes[1]
 
 
+@njit(inline="always")
+def _dequantize_4(fmt, w, raw, n, S, f16):  # rows n + r S (r < 4) of W, dequantized -> w [4, K / WIDTH, WIDTH]
+    G = _group(fmt)
+    for r in range(4):
+        for g in range(w.shape[1] * WIDTH // G):
+            s = _scales(fmt, raw, n + r * S, g, f16)
+            for j in range(G // WIDTH):
+                vstore(w, r, g * (G // WIDTH) + j, _load(fmt, raw, n + r * S, g, j, s))
+
+
 @njit
 def _matmul_rows(x, raw, f16, out, a, b, fmt):  # x [M, K] @ W[a:b].T -> out[:, a:b], W as fmt blocks in raw
     """Rows a .. b-1 of W, four at a time (n, n + S, n + 2S, n + 3S with S = (b - a) // 4), every row of x
     three at a time against them; the last (b - a) % 4 rows of W one at a time, through the same 4-row tile
-    pointed at the same row four times (S = 0): the tile decides the speed, never the result."""
+    pointed at the same row four times (S = 0): the tile decides the speed, never the result.
+
+    Two ways to feed the tiles, the same values in the same order. Below SCRATCH_ROWS rows of x, the tiles
+    above dequantize in registers: each 8 values of W, once per 3 rows of x. From SCRATCH_ROWS rows on, the 4
+    rows of W are dequantized once into a small scratch (4 x K float32, in the L1 cache), and the float32
+    kernel's own tiles (tinyspec.fast.kernels) read it for every row of x: unpacking no longer grows with the
+    rows of x. Each weight is the same float32 either way (a store and a load change no bit), and the float32
+    tiles sum in the order these do (K is a multiple of 32: no remainder terms)."""
     fmt = literally(fmt)  # compile once per format, with the format a constant (section 2)
-    M = x.shape[0]
+    M, K = x.shape
     S = (b - a) // 4
     acc = np.empty((M, 4, WIDTH), np.float32)  # lane sums: every row of x x 4 rows of W
+    w = np.empty((4, K // WIDTH, WIDTH), np.float32)  # the scratch: 4 rows of W as float32
+    w2 = w.reshape(4, K)
     for n in range(a, a + S):
-        for i in range(0, M, 3):
-            if M - i >= 3:
-                _tile_4x3(fmt, acc, i, x, i, raw, n, S, f16)
-            elif M - i == 2:
-                _tile_4x2(fmt, acc, i, x, i, raw, n, S, f16)
-            else:
-                _tile_4x1(fmt, acc, i, x, i, raw, n, S, f16)
+        if M >= SCRATCH_ROWS:
+            _dequantize_4(fmt, w, raw, n, S, f16)
+            for i in range(0, M, 3):
+                _float32_tile(acc, i, x, w2, 0, 1, K, 0, 0, 0)  # scratch rows 0, 1, 2, 3; no prefetching
+        else:
+            for i in range(0, M, 3):
+                if M - i >= 3:
+                    _tile_4x3(fmt, acc, i, x, i, raw, n, S, f16)
+                elif M - i == 2:
+                    _tile_4x2(fmt, acc, i, x, i, raw, n, S, f16)
+                else:
+                    _tile_4x1(fmt, acc, i, x, i, raw, n, S, f16)
         for i in range(M):
             for r in range(4):
                 out[i, n + r * S] = _fold(acc[i, r])
