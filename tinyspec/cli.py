@@ -75,10 +75,11 @@ def sampling_params(args):
 def add_model_args(p):
     p.add_argument("--weights", default=None, help="converted weights directory (default: $TINYSPEC_WEIGHTS "
                                                    "or weights/gemma-3-270m)")
-    p.add_argument("--backend", choices=["numba", "numpy", "quant"], default="numba",
-                   help="numba: fast batch-invariant kernels (default); numpy: the readable reference; quant: the "
-                        "numba kernels on the GGUF's 4-8 bit blocks, memory-mapped, nothing converted (--weights "
-                        "may then name a .gguf file)")
+    p.add_argument("--backend", choices=["numba", "numpy", "quant"], default="quant",
+                   help="quant (default): the numba kernels on the GGUF's 4-8 bit blocks, memory-mapped, nothing "
+                        "converted (--weights may then name a .gguf file), the fastest decode measured here; numba: "
+                        "the same kernels on the float32 weights (converted once), cheaper verification of many "
+                        "tokens; numpy: the readable reference")
 
 
 def add_sampling_args(p):
