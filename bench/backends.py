@@ -13,13 +13,14 @@ each setting, vanilla greedy decoding or greedy speculative decoding on each bac
                             (adaptive.VerifyCost.for_backend)
 
 and prints per setting each backend's median tokens per second and the median over the pairs of the ratio of
-their times (quant against numba: above 1, quant is faster). The backends alternate inside each pair, so a
-burst of load from other programs hits both alike. It checks that both backends emit the same tokens (their
-logits are bitwise equal: tests/test_quant.py). The load average before and after is printed: the timings
+their times (quant against numba: above 1, quant is faster). The backends alternate inside each pair, and
+which goes first alternates from pair to pair, so a burst of load from other programs hits both alike. Every
+run emits exactly n tokens (EOS does not stop it), and every run of both backends must emit the same tokens
+(their logits are bitwise equal: tests/test_quant.py). The load average before and after is printed: the timings
 share the machine. Per-forward costs for m = 1..17 tokens: `python bench/verify_cost.py`.
 
 --matrices times each kind of matrix alone (the LM head, and layer 0's seven), quant's kernel against the
-float32 one on the same values, median of 9 alternating calls, and the sum over the model's matmuls (a
+float32 one on the same values, median of 10 alternating calls, and the sum over the model's matmuls (a
 layer's seven times 18, plus the head). A matrix timed alone stays in the CPU's caches between calls: the
 block layers' float32 figures are then faster than in a forward, where every weight comes from memory.
 """
@@ -49,11 +50,11 @@ def run(model, backend: str, ids, n: int, setting):
     from tinyspec.speculative import speculative_generate_ids
 
     if setting is None:
-        return generate_ids(model, ids, n)
+        return generate_ids(model, ids, n, stop_at_eos=False)
     drafter, kwargs = setting
     if kwargs.get("adaptive"):
         kwargs = dict(kwargs, verify_cost=VerifyCost.for_backend(backend))
-    return speculative_generate_ids(model, make_drafter(drafter), ids, n, **kwargs)
+    return speculative_generate_ids(model, make_drafter(drafter), ids, n, stop_at_eos=False, **kwargs)
 
 
 def matrices(models, out=print) -> None:
@@ -75,9 +76,11 @@ def matrices(models, out=print) -> None:
             x = rng.standard_normal((M, f.shape[1])).astype(np.float32)
             matmul_quant(x, q), matmul_numba(x, f)
             tq, tf = [], []
-            for _ in range(9):
-                t = time.perf_counter(); matmul_quant(x, q); tq.append(time.perf_counter() - t)
-                t = time.perf_counter(); matmul_numba(x, f); tf.append(time.perf_counter() - t)
+            for i in range(10):  # which goes first alternates
+                for kernel, w, times in ((matmul_quant, q, tq), (matmul_numba, f, tf))[:: 1 if i % 2 else -1]:
+                    t = time.perf_counter()
+                    kernel(x, w)
+                    times.append(time.perf_counter() - t)
             a, b = statistics.median(tq) * 1e3, statistics.median(tf) * 1e3
             total["q"] += a * count
             total["f"] += b * count
@@ -115,15 +118,15 @@ def main(argv=None) -> int:
     print("| setting | numba tokens/s | quant tokens/s | quant against numba (median of the pairs) | same tokens |")
     print("|---|---:|---:|---:|---|")
     for name, setting in SETTINGS.items():
-        times, outputs = {b: [] for b in models}, {}
-        for _ in range(args.pairs):
-            for backend, model in models.items():
+        times, outputs = {b: [] for b in models}, []
+        for i in range(args.pairs):
+            for backend in list(models)[:: 1 if i % 2 == 0 else -1]:  # which goes first alternates
                 t = time.perf_counter()
-                outputs[backend] = run(model, backend, ids, n, setting)
+                outputs.append(run(models[backend], backend, ids, n, setting))
                 times[backend].append(time.perf_counter() - t)
         a, q = times["numba"], times["quant"]
         ratio = statistics.median([x / y for x, y in zip(a, q)])
-        same = "yes" if outputs["numba"] == outputs["quant"] else "NO"
+        same = "yes" if all(o == outputs[0] for o in outputs) else "NO"
         print(f"| {name} | {n / statistics.median(a):.1f} | {n / statistics.median(q):.1f} | **{ratio:.2f}x** | {same} |",
               flush=True)
     after = os.getloadavg()

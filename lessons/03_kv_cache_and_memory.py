@@ -132,8 +132,8 @@ assert t8 < 8 * t1, "8 tokens in one forward must cost less than 8 forwards of o
 #
 # The float32 weights above are the GGUF's quantized blocks written out in full: Q8_0 for the embedding
 # (also the LM head), Q5_0, Q4_K and Q6_K for the blocks' matrices, 32 or 256 values sharing a scale. The
-# `quant` backend computes on the blocks themselves: it turns each 8 values into float32 in registers just
-# before multiplying them, in the float32 kernel's order, so its logits are bitwise the numba backend's
+# `quant` backend computes on the blocks themselves: it turns each 8 values into float32 just before
+# multiplying them, in the float32 kernel's order, so its logits are bitwise the numba backend's
 # (tests/test_quant.py checks it). A decode forward then reads the blocks' bytes, not 4 bytes a weight, and
 # the memory floor of decoding falls by the same factor.
 
@@ -157,8 +157,9 @@ assert ridge_q < ridge
 # %% [markdown]
 # The arithmetic did not shrink with the bytes: a forward over m tokens still does 2 m FLOPs per weight, and
 # the quant backend adds the work of decoding every weight from its block (shifts, masks, a multiply by the
-# scale), once for every 3 rows of x (the tile of `tinyspec/quant/kernels.py`). So a forward over m rows
-# stops being memory-bound at a smaller m: v(m) = time(m) / time(1) rises sooner and faster than on float32.
+# scale): once for every 3 rows of x below 6 rows, once in all from 6 rows on (`tinyspec/quant/kernels.py`).
+# So a forward over m rows stops being memory-bound at a smaller m: v(m) = time(m) / time(1) rises sooner
+# than on float32, and while the rows are few, faster.
 #
 # That is bad news for speculation. Verifying k drafts pays only when the tokens a step emits,
 # E(alpha, k) = 1 + alpha + ... + alpha^k, beat the step's cost v(k + 1) (lesson 7's formula with free drafts):

@@ -2,7 +2,8 @@
 
 1. the merged tree: a hand-checked case; for any context, its token paths are exactly the union of the trie's
    and those of the model drafter's tree of the budget the trie left; the trie comes first; the model drafter is
-   asked for exactly what is left (not at all when the trie fills the budget); the cost counts its nodes only
+   asked for exactly what is left (not at all when the trie fills the budget or the text repeats); the cost
+   counts its nodes only; a chain is prompt lookup's where the text repeats, else the model drafter's
 2. greedy == vanilla: table targets (the model drafter a noisy draft table), tiny Gemmas with tiny random MTP
    drafters, prompts that repeat (the trie at work) and prompts that do not
 3. coupled sampling, and plain sampling walked by the target (--verify rejection): vanilla's very tokens
@@ -24,7 +25,7 @@ from helpers import assert_same_distribution, autoregressive, examples, table_dr
 from test_mtp import tiny_drafter
 from test_tree import RandomTreeDrafter, SampledTreeDrafter
 from tinyspec.decoding import generate_ids
-from tinyspec.drafters import AutoDrafter, Drafter, NgramDrafter, make_drafter
+from tinyspec.drafters import AutoDrafter, Drafter, NgramDrafter, Proposal, make_drafter
 from tinyspec.drafters import auto as auto_module
 from tinyspec.randomness import exact_distribution
 from tinyspec.sampling import SamplingParams
@@ -120,6 +121,24 @@ def test_the_merged_tree_is_the_union_of_the_two(context, budget, depth, seed, m
     for node in range(-1, len(tree)):  # siblings distinct (TokenTree checks it too)
         kids = [tree.tokens[c] for c in tree.children(node)]
         assert len(kids) == len(set(kids))
+
+
+def test_a_chain_is_prompt_lookups_where_the_text_repeats_else_the_models():
+    """propose(): [1, 2] matched (2 tokens): prompt lookup's chain, the model drafter not asked; only the newest
+    token matched, or nothing did: the model drafter's chain."""
+    class Chain(Drafter):
+        asked = []
+
+        def propose(self, context, k):
+            self.asked.append(len(context))
+            return Proposal([6, 6, 6][:k])
+
+    model = Chain()
+    auto = AutoDrafter(model)
+    assert auto.propose([1, 2, 7, 5, 1, 2], 3).tokens == [7, 5, 1] and model.asked == []
+    assert auto.propose([4, 9, 3, 4], 3).tokens == [6, 6, 6] and model.asked == [4]  # a one-token match
+    assert auto.propose([3, 4], 2).tokens == [6, 6] and model.asked == [4, 2]  # no match
+    assert AutoDrafter(model, repeat=1).propose([4, 9, 3, 4], 3).tokens == [9, 3, 4]  # repeat = 1: ngram's
 
 
 def test_the_cost_counts_the_model_drafters_nodes_only():

@@ -73,8 +73,9 @@ def sampling_params(args):
 
 
 def add_model_args(p):
-    p.add_argument("--weights", default=None, help="converted weights directory (default: $TINYSPEC_WEIGHTS "
-                                                   "or weights/gemma-3-270m)")
+    p.add_argument("--weights", default=None, help="the weights: with --backend quant the .gguf file or the "
+                                                   "directory beside it, else the converted float32 directory "
+                                                   "(default: $TINYSPEC_WEIGHTS or weights/gemma-3-270m)")
     p.add_argument("--backend", choices=["numba", "numpy", "quant"], default="quant",
                    help="quant (default): the numba kernels on the GGUF's 4-8 bit blocks, memory-mapped, nothing "
                         "converted (--weights may then name a .gguf file), the fastest decode measured here; numba: "

@@ -3,8 +3,8 @@
 The float32 matmul (tinyspec.fast.kernels.matmul_numba) reads W as 4 bytes a value; the token embedding, which
 is also the LM head, is 262144 x 640 of them: 671 MB streamed per forward. In the GGUF the same matrix is Q8_0
 blocks, 34 bytes per 32 values (tinyspec.quant.blocks): 178 MB; the layers' Q5_0, Q4_K and Q6_K blocks are
-smaller still. These kernels read the blocks and turn each 8 values of W into float32 in registers, just
-before multiplying them (tinyspec.quant.simd: bytes in, an f32x8 out):
+smaller still. These kernels read the blocks and turn each 8 values of W into float32 just before multiplying
+them (tinyspec.quant.simd: bytes in, an f32x8 out):
 
     Q8_0   w = d * q                     Q5_0   w = d * (q - 16)
     Q4_K   w = (d * sc) * q - (dmin * m) Q6_K   w = (d * sc) * (q - 32)
@@ -27,7 +27,9 @@ to 3 rows of x, twelve 8-lane sums in registers. What differs by format is two s
                                              32 for Q8_0, Q5_0 and Q4_K's sub-blocks, 16 for Q6_K's)
     _load_<fmt>(raw, n, g, j, s)   -> f32x8  values 8j .. 8j+7 of group g, dequantized with s
 
-The tiles (section 3) read each group's scales once per row of W and each 8 values once for the 3 rows of x.
+The tiles (section 3) read each group's scales once per row of W and each 8 values once for the 3 rows of x,
+in registers. From SCRATCH_ROWS rows of x on, 4 rows of W are instead dequantized once into a small float32
+scratch that the float32 kernel's own tiles read for every row of x (`_matmul_rows` says why).
 They name the format by its ggml type number, a compile-time constant: `_group`, `_scales` and `_load`
 (section 2) compile to the format's own function, so each format gets its own machine code, with no branch on
 the format in the loop. (Passing the functions themselves as arguments would also compile, but Numba cannot
@@ -66,7 +68,8 @@ from .simd import (bload, vfloat, vmul, vmulsub, wadd, waddi, wand, wandi, wbits
 
 PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone
 SCRATCH_ROWS = 6  # from this many rows of x on, 4 rows of W are dequantized once into a scratch, then read as float32
-#                   (below it, dequantizing in registers once per 3 rows was as fast or faster: bench/results.md)
+#                   Tuned on the 2-core AMD EPYC (`python bench/verify_cost.py`, bench/results.md): at 3 rows of x the
+#                   in-register tiles were faster (forward 49.6 against 62.8 ms), at 4 and 5 about level, from 6 on slower
 
 # the float32 value of every float16 bit pattern (NumPy's conversion, exact: every float16 is a float32)
 F16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
@@ -284,16 +287,16 @@ def _matmul_rows(x, raw, f16, out, a, b, fmt):  # x [M, K] @ W[a:b].T -> out[:, 
 
     Two ways to feed the tiles, the same values in the same order. Below SCRATCH_ROWS rows of x, the tiles
     above dequantize in registers: each 8 values of W, once per 3 rows of x. From SCRATCH_ROWS rows on, the 4
-    rows of W are dequantized once into a small scratch (4 x K float32, in the L1 cache), and the float32
-    kernel's own tiles (tinyspec.fast.kernels) read it for every row of x: unpacking no longer grows with the
-    rows of x. Each weight is the same float32 either way (a store and a load change no bit), and the float32
+    rows of W are dequantized once into a small scratch (4 x K float32: 10 to 32 KB, in the L1 or L2 cache),
+    and the float32 kernel's own tiles (tinyspec.fast.kernels) read it for every row of x: unpacking no
+    longer grows with the rows of x. Each weight is the same float32 either way (a store and a load change no bit), and the float32
     tiles sum in the order these do (K is a multiple of 32: no remainder terms)."""
     fmt = literally(fmt)  # compile once per format, with the format a constant (section 2)
     M, K = x.shape
     S = (b - a) // 4
     acc = np.empty((M, 4, WIDTH), np.float32)  # lane sums: every row of x x 4 rows of W
-    w = np.empty((4, K // WIDTH, WIDTH), np.float32)  # the scratch: 4 rows of W as float32
-    w2 = w.reshape(4, K)
+    w = np.empty((4 if M >= SCRATCH_ROWS else 0, K // WIDTH, WIDTH), np.float32)  # the scratch: 4 rows of W
+    w2 = w.reshape(w.shape[0], K)
     for n in range(a, a + S):
         if M >= SCRATCH_ROWS:
             _dequantize_4(fmt, w, raw, n, S, f16)

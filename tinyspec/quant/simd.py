@@ -13,9 +13,9 @@ instruction each:
     w = vmul(wfloat(waddi(q, -16)), d)            # lane i: d * float32(q[i] - 16)
 
 Why int32 lanes for the fields: AVX2 has no byte shifts, and none that shift each lane by its own count, so
-LLVM emulates those on <8 x i8> with chains of word multiplies and packs (about 20 instructions for Q5_0's 8
-values, where int32 lanes take about 10: `wbits` and a compare pick one bit per lane, and a shift by the same
-count in every lane is one instruction, whatever the count).
+LLVM emulates those on <8 x i8> with chains of word multiplies and packs: in the compiled one-row Q5_0 tile,
+about 21 instructions per 8 weights and row, against about 13 in int32 lanes, where `wbits` and a compare pick
+one bit per lane and a shift by the same count in every lane is one instruction, whatever the count.
 
 Shift counts and masks are the same in every lane (except `wbits`'s, lane i's own bit), given as integers. The
 float operations round as the block formats' definitions do (tinyspec.quant.blocks): `vmul` is one float32
