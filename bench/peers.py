@@ -170,7 +170,9 @@ def llama_engine(cfg, clock):
     try:
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-        lookup = Llama(**kw, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=cfg["k"]))
+        # a draft model needs the logits of every evaluated token (logits_all): without them llama-cpp-python keeps
+        # n_batch rows of scores and fails on a prompt longer than n_batch
+        lookup = Llama(**kw, logits_all=True, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=cfg["k"]))
     except Exception as e:  # an old or odd build: vanilla only
         note = f"llama.cpp prompt lookup unavailable ({type(e).__name__}: {e})"
     eos = plain.token_eos()

@@ -105,19 +105,25 @@ def peer_vanilla_rates(results: Results) -> dict:
     return rates
 
 
+def weights_kind(results: Results) -> str:
+    """How the run's weights are stored: the memory floor is a floor for decoders that read that many bytes."""
+    return "as the GGUF's Q4_K_M blocks" if results.settings.get("backend") == "quant" else "in float32"
+
+
 def markdown_floor(results: Results) -> str:
     """The memory floor (weight bytes read per token / streaming bandwidth) and the bound it puts on any
     float32 implementation's speedup over each peer: a peer's ms per token / the floor's ms per token."""
     f = results.machine.get("memory_floor")
     if not f:
         return ""
-    lines = [f"One decode step reads every weight once: {f['bytes'] / 1e9:.3f} GB in float32 (the LM head alone "
+    kind = weights_kind(results)
+    lines = [f"One decode step reads every weight once: {f['bytes'] / 1e9:.3f} GB {kind} (the LM head alone "
              f"{f['head_bytes'] / 1e9:.3f} GB). Streaming them at the bandwidth measured here "
              f"({f['gbps']:.1f} GB/s with {results.machine.get('numba_threads', '?')} thread(s): the faster of two read-only streams, "
              + ", ".join(f"{k} {v} GB/s" for k, v in f.get("gbps_by_reader", {}).items())
              + f"; see memory_floor in bench/machine.py) takes **{f['ms']:.1f} ms per token** "
-             f"({1e3 / f['ms']:.1f} tokens/s): no float32 decoder on this machine, at batch 1 and this thread "
-             "count, can decode faster without speculation."]
+             f"({1e3 / f['ms']:.1f} tokens/s): no decoder of weights stored this way on this machine, at batch "
+             "1 and this thread count, can decode faster without speculation."]
     rows = [("tinyspec (vanilla)", None)] + list(peer_vanilla_rates(results).items())
     ours = [p["modes"]["greedy"]["vanilla"]["run"] for p in results.prompts if "greedy" in p["modes"]]
     tok, sec = sum(r.decode_tokens for r in ours), sum(r.decode_seconds for r in ours)
@@ -128,8 +134,8 @@ def markdown_floor(results: Results) -> str:
                       f"decode measured instead ({f['bytes'] / fastest / 1e6:.1f} GB/s). The real floor is at most "
                       "this, so the last column is a lower estimate of the bound."]
         f = {**f, "ms": fastest}
-    lines += ["", "| engine | decode ms / token | floor ms / token | ms / floor | the most any fp32 engine can beat "
-                  "it by |", "|---|---|---|---|---|"]
+    lines += ["", "| engine | decode ms / token | floor ms / token | ms / floor | the most a decoder reading "
+                  f"{kind} can beat it by |", "|---|---|---|---|---|"]
     for name, rate in rows:
         rate = rate if rate is not None else (tok / sec if sec > 0 else 0.0)
         if rate <= 0:
@@ -184,7 +190,8 @@ def markdown(results: Results) -> str:
         out += ["## Peers on the same machine, same prompts, greedy", "", peers, ""]
     floor = markdown_floor(results)
     if floor:
-        out += ["## The memory floor: how fast can any float32 decoder be here?", "", floor, ""]
+        out += [f"## The memory floor: how fast can any decoder of the weights {weights_kind(results)} be here?", "",
+                floor, ""]
     if results.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in results.notes] + [""]
     out += ["## Every prompt", "", markdown_prompts(results), ""]
