@@ -1,6 +1,6 @@
 """The benchmark by task: where speculative decoding pays, on this machine, with identical output.
 
-    python -m bench                  # the full run (20-35 minutes on 2 cores): writes bench/results.md,
+    python -m bench                  # the full run (its duration: bench/results.md): writes bench/results.md,
                                      # bench/results.json and (with matplotlib) bench/results.png
     python -m bench --quick          # a smoke test: 2 prompts, 16 tokens, 1 repeat; prints the tables only
     tinyspec bench ...               # the same, from anywhere (in a source checkout's installation)
