@@ -28,7 +28,6 @@ block layers' float32 figures are then faster than in a forward, where every wei
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -101,15 +100,16 @@ def main(argv=None) -> int:
     from tinyspec.tokenizer import Tokenizer
     from tinyspec.weights import ensure_converted
 
+    from bench.machine import load_average, load_note
+
     directory = ensure_converted(None)
     tok = Tokenizer.from_file(directory / "tokenizer.json")
     models = {"numba": Model.load(directory, backend="numba"), "quant": Model.load(backend="quant")}
     ids, n = tok.encode(args.prompt or EXAMPLE_PROMPT), args.max_new_tokens
-    load_before = os.getloadavg()
+    load_before = load_average(2)
     if args.matrices:
         matrices(models)
-        print(f"\nload average: {' '.join(f'{x:.2f}' for x in load_before)} before, "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
+        print(f"\n{load_note(load_before)}")
         return 0
     for backend, model in models.items():  # compile or load every kernel before the clock starts
         for setting in SETTINGS.values():
@@ -129,10 +129,7 @@ def main(argv=None) -> int:
         same = "yes" if all(o == outputs[0] for o in outputs) else "NO"
         print(f"| {name} | {n / statistics.median(a):.1f} | {n / statistics.median(q):.1f} | **{ratio:.2f}x** | {same} |",
               flush=True)
-    after = os.getloadavg()
-    print(f"\nload average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in load_before)} before, "
-          f"{' '.join(f'{x:.2f}' for x in after)} after; threads: NUMBA_NUM_THREADS="
-          f"{os.environ.get('NUMBA_NUM_THREADS', 'all')}")
+    print(f"\n{load_note(load_before)}")
     return 0
 
 

@@ -45,11 +45,18 @@ def machine_info() -> dict:
     return info
 
 
-def load_average() -> str:
+def load_average(digits: int = 1) -> str:
     try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+        return " ".join(f"{x:.{digits}f}" for x in os.getloadavg())
     except OSError:
         return "?"
+
+
+def load_note(before: str) -> str:
+    """The last line of a timing script: the load averages before (`load_average(2)` taken at its start) and
+    now, and the threads the kernels were allowed."""
+    return (f"load average (1, 5, 15 min): {before} before, {load_average(2)} after; threads: NUMBA_NUM_THREADS="
+            f"{os.environ.get('NUMBA_NUM_THREADS', 'all')}")
 
 
 def memory_floor(model) -> dict:

@@ -25,10 +25,10 @@ The timings share the machine: the load average before and after, and the thread
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -153,15 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"verify_cost: error: --backends takes {', '.join(BACKENDS)}, each once (got {args.backends}); "
               "--repeats >= 1, --context >= 0, --draft-cost >= 0", file=sys.stderr)
         return 2
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: run as a script too
+    from bench.machine import load_average, load_note
+
+    load_before = load_average(2)
     models = {n: load_model(n, args.weights) for n in names}
     times = interleaved_times(models, MS, args.context, args.repeats)
     print(f"One forward over m new tokens after {args.context} cached ones, median of {args.repeats} rounds, "
           f"backends taking turns at every m.\n")
     print(report(times, args.draft_cost))
-    print(f"\nload average (1, 5, 15 min): {load_before} before, "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} after; threads: NUMBA_NUM_THREADS="
-          f"{os.environ.get('NUMBA_NUM_THREADS', 'all')}")
+    print(f"\n{load_note(load_before)}")
     return 0
 
 
