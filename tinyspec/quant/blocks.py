@@ -95,14 +95,18 @@ def dequantize_q5_0(raw: np.ndarray, n_values: int) -> np.ndarray:  # [22 * n / 
         q[i]     = (low 4 bits) | (high bit << 4)      in 0..31
         value[i] = d * (q[i] - 16)                     (exact in float32: 11 + 4 significant bits)
     """
-    blocks = _blocks(raw, n_values, 32, 22)  # [n_blocks, 22]
+    d, q = _q5_0_fields(_blocks(raw, n_values, 32, 22))
+    return (d * q.astype(np.float32)).reshape(n_values)
+
+
+def _q5_0_fields(blocks: np.ndarray):  # [n_blocks, 22] -> d [n_blocks, 1] float32, q - 16 [n_blocks, 32] int8
     d = _f16(blocks[:, 0:2])  # [n_blocks, 1]
     qh = np.ascontiguousarray(blocks[:, 2:6]).view("<u4")  # [n_blocks, 1]
     qs = blocks[:, 6:22]  # [n_blocks, 16]
     low = np.concatenate([qs & 0x0F, qs >> 4], axis=1)  # [n_blocks, 32]  values 0..15, then 16..31
     high = (qh >> np.arange(32, dtype=np.uint32)) & 1  # [n_blocks, 32]
-    q = (low | (high.astype(np.uint8) << 4)).astype(np.float32) - 16  # [n_blocks, 32]  in -16..15
-    return (d * q).reshape(n_values)
+    q = (low | (high.astype(np.uint8) << 4)).astype(np.int8) - np.int8(16)  # [n_blocks, 32]  in -16..15
+    return d, q
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -143,17 +147,21 @@ def dequantize_q4_k(raw: np.ndarray, n_values: int) -> np.ndarray:  # [144 * n /
     Float32 order (gguf-py's, which this reproduces): d * sc[j] and dmin * m[j] first, then (d * sc[j]) * q,
     then the subtraction. The products are exact (at most 11 + 6 + 4 bits), so only the subtraction rounds.
     """
-    blocks = _blocks(raw, n_values, 256, 144)  # [n_blocks, 144]
+    scale, offset, q = _q4_k_fields(_blocks(raw, n_values, 256, 144))
+    return (scale * q.astype(np.float32) - offset).reshape(n_values)
+
+
+def _q4_k_fields(blocks: np.ndarray):  # [n_blocks, 144] -> d * sc, dmin * m [n_blocks, 8, 1] float32, q [n_blocks, 8, 32] uint8
     n_blocks = blocks.shape[0]
     d = _f16(blocks[:, 0:2])  # [n_blocks, 1]
     dmin = _f16(blocks[:, 2:4])  # [n_blocks, 1]
     sc, m = q4_k_scales_and_mins(blocks[:, 4:16])  # [n_blocks, 8] each
     chunks = blocks[:, 16:144].reshape(n_blocks, 4, 1, 32)  # [n_blocks, chunk, 1, 32]
     q = np.concatenate([chunks & 0x0F, chunks >> 4], axis=2)  # [n_blocks, chunk, low/high, 32]
-    q = q.reshape(n_blocks, 8, 32).astype(np.float32)  # [n_blocks, sub-block j = 2c + low/high, 32]
+    q = q.reshape(n_blocks, 8, 32)  # [n_blocks, sub-block j = 2c + low/high, 32]  in 0..15
     scale = (d * sc.astype(np.float32))[:, :, None]  # [n_blocks, 8, 1]
     offset = (dmin * m.astype(np.float32))[:, :, None]  # [n_blocks, 8, 1]
-    return (scale * q - offset).reshape(n_values)
+    return scale, offset, q
 
 
 def dequantize_q6_k(raw: np.ndarray, n_values: int) -> np.ndarray:  # [210 * n / 256] uint8 -> [n] float32
@@ -177,21 +185,94 @@ def dequantize_q6_k(raw: np.ndarray, n_values: int) -> np.ndarray:  # [210 * n /
     Float32 order (gguf-py's): d * scales first, then times q - 32. Both products are exact (at most
     11 + 7 + 5 significant bits), so any order gives these bits.
     """
-    blocks = _blocks(raw, n_values, 256, 210)  # [n_blocks, 210]
+    scale, q = _q6_k_fields(_blocks(raw, n_values, 256, 210))
+    return (scale * q.astype(np.float32)).reshape(n_values)
+
+
+def _q6_k_fields(blocks: np.ndarray):  # [n_blocks, 210] -> d * scales [n_blocks, 16, 1] float32, q - 32 [n_blocks, 16, 16] int8
     n_blocks = blocks.shape[0]
     ql = blocks[:, 0:128].reshape(n_blocks, 2, 2, 32)  # [n_blocks, half, ql[l] / ql[l + 32], 32]
     qh = blocks[:, 128:192].reshape(n_blocks, 2, 1, 32)  # [n_blocks, half, 1, 32]
     low = np.concatenate([ql & 15, ql >> 4], axis=2)  # [n_blocks, half, 4, 32]  values l, l+32, l+64, l+96
     high = (qh >> np.array([0, 2, 4, 6], np.uint8)[:, None]) & 3  # [n_blocks, half, 4, 32]
-    q = (low | (high << 4)).astype(np.float32) - 32  # [n_blocks, half, 4, 32]  in -32..31
+    q = (low | (high << 4)).astype(np.int8) - np.int8(32)  # [n_blocks, half, 4, 32]  in -32..31
     scales = blocks[:, 192:208].view(np.int8).astype(np.float32)  # [n_blocks, 16]
     d = _f16(blocks[:, 208:210])  # [n_blocks, 1]
-    scale = (d * scales)[:, :, None]  # [n_blocks, 16, 1]
-    return (scale * q.reshape(n_blocks, 16, 16)).reshape(n_values)
+    return (d * scales)[:, :, None], q.reshape(n_blocks, 16, 16)
 
 
 # --------------------------------------------------------------------------------------------------------
-# 4. The table of formats, and one entry point
+# 4. tinyspec's own 8-bit layouts: the same values, one byte each, for a cheaper unpacking
+# --------------------------------------------------------------------------------------------------------
+#
+# Turning 8 values of Q8_0 into float32 takes a kernel two instructions (widen the int8s, convert); Q5_0's
+# 5-bit values take about 13 (shifts, masks, the 5th bits), and Q4_K's and Q6_K's scales cost more again.
+# At one row of x a matmul is bound by that unpacking, not by reading memory (bench/backends.py --matrices).
+# So `repack` lays the layers' blocks out again, once, when the quant backend loads them: every q in a byte
+# of its own, its scale beside it. The values are the same float32 numbers, so the kernels stay bitwise
+# equal to float32; the price is bytes (8.5 to 10 bits a value instead of 4.5 to 6.5). These two layouts
+# are tinyspec's, in no file; their numbers continue ggml's from 1000 so that no ggml type is taken:
+#
+#     type     id    values  bytes  bits/value  value             made from
+#     Q8_0      8      32      34     8.5       d * q             Q5_0: the same d, and q - 16 as int8
+#     S8_16  1016      16      20    10         scale * q         Q6_K: scale = d * sc (float32), q - 32 as int8
+#     S8M_32 1032      32      40    10         scale * q - min   Q4_K: d * sc and dmin * m (float32), q as int8
+#
+#     S8_16:  bytes 0..3 scale (float32, little-endian), bytes 4..19 q[16] (int8)
+#     S8M_32: bytes 0..3 scale, bytes 4..7 min (float32), bytes 8..39 q[32] (int8, 0..15 here)
+#
+# Every value is the product (and, for S8M_32, the one rounded difference) its file format defines, of the
+# same float32 numbers: bitwise the file's values (tests/test_quant.py).
+
+def _f32(field: np.ndarray) -> np.ndarray:  # [n_blocks, 4] uint8 -> [n_blocks, 1] float32
+    return np.ascontiguousarray(field).view("<f4").astype(np.float32, copy=False)
+
+
+def dequantize_s8_16(raw: np.ndarray, n_values: int) -> np.ndarray:  # [20 * n / 16] uint8 -> [n] float32
+    blocks = _blocks(raw, n_values, 16, 20)  # [n_blocks, 20]
+    return (_f32(blocks[:, 0:4]) * blocks[:, 4:20].view(np.int8).astype(np.float32)).reshape(n_values)
+
+
+def dequantize_s8m_32(raw: np.ndarray, n_values: int) -> np.ndarray:  # [40 * n / 32] uint8 -> [n] float32
+    blocks = _blocks(raw, n_values, 32, 40)  # [n_blocks, 40]
+    q = blocks[:, 8:40].view(np.int8).astype(np.float32)
+    return (_f32(blocks[:, 0:4]) * q - _f32(blocks[:, 4:8])).reshape(n_values)
+
+
+def _as_bytes(*fields: np.ndarray) -> np.ndarray:  # [n, a], [n, b], ... (any dtypes) -> [n, a + b + ...] uint8
+    n = fields[0].shape[0]
+    return np.concatenate([np.ascontiguousarray(f).reshape(n, -1).view(np.uint8) for f in fields], axis=1)
+
+
+def repack(raw: np.ndarray, qtype, shape: tuple[int, ...]) -> tuple["BlockFormat", np.ndarray]:
+    """A matrix's Q5_0, Q4_K or Q6_K blocks laid out again as Q8_0, S8M_32 or S8_16 (above): the same
+    float32 values, one byte per q. raw is the [rows, bytes per row] blocks of a matrix of `shape`; returns the
+    new format and its [rows, bytes per row] blocks. Other formats come back as they are.
+
+    >>> d = np.float16(0.5).tobytes(); qh = bytes([0xFF, 0, 0, 0]); qs = bytes([0x21] * 16)   # q = 17 or 18 or 1, 2
+    >>> fmt, out = repack(np.frombuffer(d + qh + qs, np.uint8).reshape(1, 22), "Q5_0", (1, 32))
+    >>> fmt.name, dequantize(out, fmt.name, (1, 32))[0, [0, 8, 16]], dequantize_q5_0(np.frombuffer(d + qh + qs, np.uint8), 32)[[0, 8, 16]]
+    ('Q8_0', array([ 0.5, -7.5, -7. ], dtype=float32), array([ 0.5, -7.5, -7. ], dtype=float32))
+    """
+    fmt = block_format(qtype)
+    rows, n_values = shape[0], int(np.prod(shape, dtype=np.int64))
+    if fmt.name == "Q5_0":
+        blocks = _blocks(raw, n_values, 32, 22)
+        d, q = _q5_0_fields(blocks)
+        new, out = FORMATS["Q8_0"], _as_bytes(blocks[:, 0:2], q)  # the same float16 d, q - 16
+    elif fmt.name == "Q6_K":
+        scale, q = _q6_k_fields(_blocks(raw, n_values, 256, 210))
+        new, out = OWN_FORMATS["S8_16"], _as_bytes(scale.reshape(-1, 1), q.reshape(-1, 16))
+    elif fmt.name == "Q4_K":
+        scale, offset, q = _q4_k_fields(_blocks(raw, n_values, 256, 144))
+        new, out = OWN_FORMATS["S8M_32"], _as_bytes(scale.reshape(-1, 1), offset.reshape(-1, 1), q.reshape(-1, 32))
+    else:
+        return fmt, raw
+    return new, out.reshape(rows, -1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# 5. The tables of formats, and one entry point
 # --------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -216,12 +297,16 @@ FORMATS = {f.name: f for f in [
     BlockFormat("Q4_K", 12, 256, 144, dequantize_q4_k),
     BlockFormat("Q6_K", 14, 256, 210, dequantize_q6_k),
 ]}
-BY_GGML_TYPE = {f.ggml_type: f for f in FORMATS.values()}
+OWN_FORMATS = {f.name: f for f in [  # section 4: made by `repack`, never in a file
+    BlockFormat("S8_16", 1016, 16, 20, dequantize_s8_16),
+    BlockFormat("S8M_32", 1032, 32, 40, dequantize_s8m_32),
+]}
+BY_GGML_TYPE = {f.ggml_type: f for f in [*FORMATS.values(), *OWN_FORMATS.values()]}
 
 
 def block_format(qtype) -> BlockFormat:
     """The format of a type given by name ("Q4_K"), ggml number (12) or gguf.GGMLQuantizationType."""
-    fmt = FORMATS.get(qtype) if isinstance(qtype, str) else BY_GGML_TYPE.get(int(qtype))
+    fmt = (FORMATS.get(qtype) or OWN_FORMATS.get(qtype)) if isinstance(qtype, str) else BY_GGML_TYPE.get(int(qtype))
     if fmt is None:
         raise NotImplementedError(f"block type {getattr(qtype, 'name', qtype)!r} is not one tinyspec reads; "
                                   f"it reads {', '.join(FORMATS)} (the types of Gemma 3 270M Q4_K_M)")

@@ -252,14 +252,20 @@ class GGUFFile:
         vocabulary = self.vocabulary()
         return Tokenizer(build_tokenizer(**vocabulary), bos_id=vocabulary["bos_id"], eos_id=vocabulary["eos_id"])
 
-    def quantized_weights(self, cfg: Config | None = None):
-        """tinyspec.weights.Weights of the file as it is (same names, same shapes as the float32 ones): every
-        quantized matrix a QuantTensor, its blocks left in the mapped file; the F32 tensors (the RMSNorm
-        scales, 0.2 MB in all) plain float32 arrays, copied out, the arrays the Numba kernels take.
+    def quantized_weights(self, cfg: Config | None = None, repack: bool = True):
+        """tinyspec.weights.Weights of the file (same names, same shapes as the float32 ones): every quantized
+        matrix a QuantTensor; the F32 tensors (the RMSNorm scales, 0.2 MB in all) plain float32 arrays, copied
+        out, the arrays the Numba kernels take.
+
+        With repack=False every QuantTensor is the file's blocks, left in the mapped file. With repack=True
+        (the quant backend's default) the layers' Q5_0, Q4_K and Q6_K matrices are laid out again in memory
+        with one byte per value (tinyspec.quant.blocks.repack: the same values, unpacked by a kernel in a
+        third of the instructions); the token embedding, Q8_0 already, stays in the file.
 
         Checks that every tensor the model needs is present with the shape tinyspec.weights.expected_shapes
         gives, and names the one that is not."""
         from ..weights import LAYER_NAMES, TOP_NAMES, WeightsError, expected_shapes, to_structured
+        from .blocks import repack as repack_blocks
 
         cfg = cfg or self.config()
         gguf_name = {ckpt.format(i=i): g.format(i=i) for ckpt, g in LAYER_NAMES.values() for i in range(cfg.num_layers)}
@@ -271,7 +277,13 @@ class GGUFFile:
                 raise WeightsError(f"{self.path} lacks tensor {gguf_name[ckpt_name]} (for {ckpt_name})")
             if t.shape != shape:
                 raise WeightsError(f"{self.path}: tensor {t.name} has shape {t.shape}, expected {shape} (for {ckpt_name})")
-            tensors[ckpt_name] = np.array(t.dequantize()) if t.format.name == "F32" else t  # F32: a writable copy
+            if t.format.name == "F32":
+                t = np.array(t.dequantize())  # a writable copy
+            elif repack and ckpt_name.startswith("model.layers."):
+                fmt, raw = repack_blocks(t.raw, t.format.ggml_type, t.shape)
+                raw.flags.writeable = False
+                t = QuantTensor(t.name, fmt, t.shape, raw)
+            tensors[ckpt_name] = t
         return to_structured(tensors, cfg)
 
 

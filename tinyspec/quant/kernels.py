@@ -61,9 +61,9 @@ from ..fast.kernels import NUMBA
 from ..fast.kernels import _tile as _float32_tile
 from ..fast.simd import WIDTH, vfma, vload, vstore, vzero
 from ..ops import Ops
-from .blocks import FORMATS, BlockFormat
+from .blocks import FORMATS, OWN_FORMATS, BlockFormat, block_format
 from .gguf_file import QuantTensor
-from .simd import (bload, vfloat, vmul, vmulsub, wadd, waddi, wand, wandi, wbits, wfloat, wload, wshl, wshr,
+from .simd import (bload, fload, vfloat, vmul, vmulsub, wadd, waddi, wand, wandi, wbits, wfloat, wload, wshl, wshr,
                    wsplat, wzero_mask)
 
 PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone
@@ -148,6 +148,27 @@ def _load_q6_k(raw, n, g, j, scale):  # scale * (q - 32), scale = d * scales[g %
     return vmul(wfloat(waddi(wadd(low, wshl(high, 4)), -32)), scale)  # low + 16 high - 32: disjoint bits
 
 
+@njit(inline="always")
+def _scales_s8_16(raw, n, g, f16):  # group g = block g: its float32 scale (tinyspec's own layout, made from Q6_K)
+    return fload(raw, n, 20 * g)
+
+
+@njit(inline="always")
+def _load_s8_16(raw, n, g, j, scale):  # scale * q, q the int8 at bytes 4 + 8j ..
+    return vmul(vfloat(bload(raw, n, 20 * g + 4 + 8 * j), 0), scale)
+
+
+@njit(inline="always")
+def _scales_s8m_32(raw, n, g, f16):  # group g = block g: its float32 scale and min (made from Q4_K)
+    return fload(raw, n, 40 * g), fload(raw, n, 40 * g + 4)
+
+
+@njit(inline="always")
+def _load_s8m_32(raw, n, g, j, s):  # scale * q - min, q the int8 at bytes 8 + 8j ..: Q4_K's operations
+    scale, offset = s
+    return vmulsub(vfloat(bload(raw, n, 40 * g + 8 + 8 * j), 0), scale, offset)
+
+
 @dataclass(frozen=True)
 class KernelFormat:
     block: BlockFormat  # the layout (tinyspec.quant.blocks)
@@ -161,6 +182,8 @@ KERNEL_FORMATS = {f.block.ggml_type: f for f in [
     KernelFormat(FORMATS["Q5_0"], 32, _scales_q5_0, _load_q5_0),
     KernelFormat(FORMATS["Q4_K"], 32, _scales_q4_k, _load_q4_k),
     KernelFormat(FORMATS["Q6_K"], 16, _scales_q6_k, _load_q6_k),
+    KernelFormat(OWN_FORMATS["S8_16"], 16, _scales_s8_16, _load_s8_16),
+    KernelFormat(OWN_FORMATS["S8M_32"], 32, _scales_s8m_32, _load_s8m_32),
 ]}
 Q8_0, Q5_0, Q4_K, Q6_K = (FORMATS[name].ggml_type for name in ["Q8_0", "Q5_0", "Q4_K", "Q6_K"])
 
@@ -344,7 +367,7 @@ _ENTRY = {fmt: _compiled(fmt) for fmt in KERNEL_FORMATS}
 # 4. The matmuls -------------------------------------------------------------------------------------------
 
 def _matmul(x, raw, name):  # [M, K] float32, [N, bytes per row] uint8 -> [M, N] float32
-    fmt = KERNEL_FORMATS[FORMATS[name].ggml_type]
+    fmt = KERNEL_FORMATS[block_format(name).ggml_type]
     if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
         raise TypeError(f"x: expected a float32 [M, K] array, got {getattr(x, 'dtype', type(x).__name__)} "
                         f"{getattr(x, 'shape', '')}")

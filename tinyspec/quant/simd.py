@@ -7,6 +7,7 @@ Q5_0's 5th bits, in one 32-bit word), so each format's "8 values" is a few of th
 instruction each:
 
     Q8_0    bload, vfloat                     8 bytes as <8 x i8>, read as int8 and converted (vpmovsxbd, vcvtdq2ps)
+            (and tinyspec's own S8_16, S8M_32, whose float32 scales `fload` reads)
     others  wload, wshr, wandi, ..., wfloat   8 bytes widened to <8 x i32> (vpmovzxbd), the fields cut out there
 
     q = wandi(wshr(wload(raw, n, p), 4), 15)     # lane i: raw[n, p+i] >> 4 & 15
@@ -79,6 +80,18 @@ def bload(typingctx, raw, n, p):  # raw [R, B] uint8, row n, byte p -> u8x8 of r
         ptr = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
         return builder.load(builder.bitcast(ptr, _BYTES.as_pointer()), align=1)
     return u8x8(raw, types.intp, types.intp), codegen
+
+
+@intrinsic
+def fload(typingctx, raw, n, p):  # raw [R, B] uint8, row n, byte p -> the little-endian float32 in raw[n, p : p+4]
+    """A scale stored as 4 bytes inside a block (tinyspec's own layouts, tinyspec.quant.blocks section 4)."""
+    if not _u8_matrix(raw):
+        return None
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
+        return builder.load(builder.bitcast(ptr, ir.FloatType().as_pointer()), align=1)
+    return types.float32(raw, types.intp, types.intp), codegen
 
 
 # 2. To float32 --------------------------------------------------------------------------------------------
