@@ -22,6 +22,8 @@ inside a verification batch. Everything else here is element-wise NumPy.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .cache import KVCache
@@ -45,12 +47,24 @@ def rope(x, positions, theta):  # [M, heads, hd] -> [M, heads, hd]
 
     The angle of pair i at position p is p * theta^(-2i/hd), computed in float64 and rounded once."""
     hd = x.shape[-1]
-    inv_freq = theta ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)  # [hd/2]
-    angles = positions[:, None].astype(np.float64) * inv_freq[None, :]  # [M, hd/2]
-    cos = np.cos(angles).astype(np.float32)[:, None, :]  # [M, 1, hd/2]
-    sin = np.sin(angles).astype(np.float32)[:, None, :]  # [M, 1, hd/2]
+    positions = np.asarray(positions)
+    if positions.dtype.kind not in "iu":
+        raise TypeError(f"rope: positions must be integers, got {positions.dtype}")
+    cos, sin = _rope_tables(positions.astype(np.int64).tobytes(), float(theta), hd)  # [M, 1, hd/2] each
     x1, x2 = x[..., : hd // 2], x[..., hd // 2:]  # [M, heads, hd/2] each
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)  # [M, heads, hd]
+
+
+@functools.lru_cache(maxsize=4)
+def _rope_tables(positions: bytes, theta: float, hd: int):  # int64 positions [M] as bytes -> cos, sin [M, 1, hd/2]
+    """The angles depend on the positions and theta alone: a forward's q and k in 18 layers share two sets of
+    them (local and global layers), so they are computed once and the last 4 kept (read-only)."""
+    inv_freq = theta ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)  # [hd/2]
+    angles = np.frombuffer(positions, np.int64)[:, None].astype(np.float64) * inv_freq[None, :]  # [M, hd/2]
+    cos = np.cos(angles).astype(np.float32)[:, None, :]  # [M, 1, hd/2]
+    sin = np.sin(angles).astype(np.float32)[:, None, :]  # [M, 1, hd/2]
+    cos.flags.writeable = sin.flags.writeable = False
+    return cos, sin
 
 
 def attention_block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops, tree=None):  # [M, d] -> [M, d]
@@ -209,7 +223,7 @@ class Model:
     def load(cls, directory=None, backend: str = "numba", progress=None) -> "Model":
         """The real Gemma 3 270M (converted on first use). backend="quant" converts nothing: it maps the GGUF
         (`directory`: a .gguf file, or the weights directory it is kept beside; tinyspec.quant.gguf_file.gguf_path)
-        and computes on its blocks."""
+        and computes on its blocks, the layers' repacked at load (GGUFFile.quantized_weights)."""
         if backend == "quant":
             from .quant.gguf_file import gguf_path, open_gguf
 
