@@ -6,7 +6,8 @@
 Each backend is measured in a fresh Python (so the peak RSS is its own), one after the other:
 
     load     Model.load(backend=...): numba reads the converted float32 safetensors (converted first if
-             needed, which is not timed: run `tinyspec convert` before); quant maps the GGUF and reads its header
+             needed, which is not timed: run `tinyspec convert` before); quant maps the GGUF, reads its header and
+             repacks the layers' blocks (tinyspec.quant.blocks.repack)
     RSS      peak resident memory (resource.getrusage ru_maxrss) after the load, and after the decode steps
              (the quant model's mapped blocks become resident as the forwards read them)
     decode   the median time of one forward of one token (the LM head included) after a 6-token prefill,

@@ -88,7 +88,7 @@ def build_parser(prog="python -m bench", parser_class=argparse.ArgumentParser):
                                                    "or weights/gemma-3-270m)")
     p.add_argument("--backend", choices=["numba", "numpy", "quant"], default="numba",
                    help="numba: fast batch-invariant kernels (default); numpy: the readable reference; quant: the "
-                        "numba kernels on the GGUF's 4-8 bit blocks, memory-mapped, nothing converted (--weights "
+                        "numba kernels on the GGUF's quantized blocks (the layers' repacked at load), nothing converted (--weights "
                         "may then name a .gguf file)")
     return p
 

@@ -128,21 +128,25 @@ t8 = dict((m, t) for m, t, _ in rows)[8]
 assert t8 < 8 * t1, "8 tokens in one forward must cost less than 8 forwards of one token"
 
 # %% [markdown]
-# ## 6. Fewer bytes: the GGUF's own blocks
+# ## 6. Fewer bytes: the GGUF's quantized blocks
 #
 # The float32 weights above are the GGUF's quantized blocks written out in full: Q8_0 for the embedding
 # (also the LM head), Q5_0, Q4_K and Q6_K for the blocks' matrices, 32 or 256 values sharing a scale. The
-# `quant` backend computes on the blocks themselves: it turns each 8 values into float32 just before
-# multiplying them, in the float32 kernel's order, so its logits are bitwise the numba backend's
-# (tests/test_quant.py checks it). A decode forward then reads the blocks' bytes, not 4 bytes a weight, and
-# the memory floor of decoding falls by the same factor.
+# `quant` backend computes on blocks: it turns each 8 values into float32 just before multiplying them, in
+# the float32 kernel's order, so its logits are bitwise the numba backend's (tests/test_quant.py checks it).
+# The LM head is read in the file's own Q8_0 blocks. The layers' 4- to 6-bit values are laid out again when
+# the model loads, one byte each beside their block's scale (`tinyspec/quant/blocks.py`, section 4): the same
+# values, but turning 8 of them into floats takes 2 instructions instead of about 13 of shifts and masks. A
+# decode forward then reads the blocks' bytes, not 4 bytes a weight, and the memory floor of decoding falls
+# by the same factor.
 
 # %%
-qmodel, _ = load_gemma(backend="quant")  # maps the GGUF: nothing is converted or copied
-qb = measure.weight_bytes(qmodel.weights)  # the blocks' own bytes (QuantTensor.nbytes)
+qmodel, _ = load_gemma(backend="quant")  # maps the GGUF: nothing is converted; the layers' blocks repacked
+qb = measure.weight_bytes(qmodel.weights)  # the blocks' bytes (QuantTensor.nbytes)
 shrink = wb["total"] / qb["total"]
 print(f"bytes read per decoded token: float32 {wb['total'] / 1e6:.0f} MB, quant blocks {qb['total'] / 1e6:.0f} MB "
-      f"(LM head {wb['head'] / 1e6:.0f} MB -> {qb['head'] / 1e6:.0f} MB): {shrink:.1f}x fewer")
+      f"(LM head {wb['head'] / 1e6:.0f} MB -> {qb['head'] / 1e6:.0f} MB, layers {wb['blocks'] / 1e6:.0f} MB -> "
+      f"{qb['blocks'] / 1e6:.0f} MB): {shrink:.1f}x fewer")
 print(f"decode floor at {bw / 1e9:.1f} GB/s: float32 {wb['total'] / bw * 1e3:.0f} ms per token, "
       f"quant {qb['total'] / bw * 1e3:.0f} ms per token")
 q_logits = qmodel.forward(ids, qmodel.new_cache(len(ids)), last_only=True)  # [1, V]
@@ -156,8 +160,8 @@ assert ridge_q < ridge
 
 # %% [markdown]
 # The arithmetic did not shrink with the bytes: a forward over m tokens still does 2 m FLOPs per weight, and
-# the quant backend adds the work of decoding every weight from its block (shifts, masks, a multiply by the
-# scale): once for every 3 rows of x below 6 rows, once in all from 6 rows on (`tinyspec/quant/kernels.py`).
+# the quant backend adds the work of decoding every weight from its block (widen the byte, convert it, multiply
+# by the scale): once for every 3 rows of x below 6 rows, once in all from 6 rows on (`tinyspec/quant/kernels.py`).
 # So a forward over m rows stops being memory-bound at a smaller m: v(m) = time(m) / time(1) rises sooner
 # than on float32, and while the rows are few, faster.
 #

@@ -3,7 +3,8 @@ every kind of finite scale, and every tensor of the real GGUF), and the memory-m
 same tensors, bytes and metadata as gguf.GGUFReader and the same config, tokenizer and float32 values as
 `tinyspec convert`. The quantized matmuls (tinyspec.quant.kernels) give bitwise the float32 kernel's result on
 the dequantized matrix, for 1 .. 64 rows of x, each row the same as computed alone. The model on
-backend="quant" computes on the mapped blocks and gives bitwise the numba backend's logits wherever both run
+backend="quant" computes on blocks (the LM head's mapped, the layers' repacked at load: section 4 of
+tinyspec.quant.blocks, checked against gguf's values here) and gives bitwise the numba backend's logits wherever both run
 the same kernels (section 5 says where that is), converting nothing."""
 
 import numpy as np
@@ -469,7 +470,7 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, i
 
 @pytest.fixture(scope="session")
 def gemma_quant():
-    """The real model on the quant backend: the packaged GGUF, memory-mapped."""
+    """The real model on the quant backend: the packaged GGUF, memory-mapped, the layers repacked."""
     from tinyspec.model import Model
 
     return Model.load(backend="quant")

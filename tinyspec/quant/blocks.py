@@ -11,6 +11,9 @@ file uses five types (tinyspec.quant.gguf_file lists which tensor has which):
     Q4_K     12      256    144      4.5      (d * sc) * q - (dmin * m)                 (attn_output, ffn_down)
     Q6_K     14      256    210      6.5625   (d * sc) * (q - 32)                       (ffn_down)
 
+Section 4 adds two layouts of tinyspec's own (S8_16, S8M_32: a byte per value), into which the quant backend
+repacks the layers' blocks at load, the same values, cheaper to unpack.
+
 Every function below reads the layout its docstring draws and computes its values in float32. They are
 written from the format definitions in ggml (`ggml-quants.c`: block_q8_0, dequantize_row_q4_K, ...) and
 tested bit for bit against the independent `gguf.quants.dequantize` (tests/test_quant.py).
@@ -225,6 +228,8 @@ def _q6_k_fields(blocks: np.ndarray):  # [n_blocks, 210] -> d * scales [n_blocks
 # same float32 numbers: bitwise the file's values (tests/test_quant.py).
 
 def _f32(field: np.ndarray) -> np.ndarray:  # [n_blocks, 4] uint8 -> [n_blocks, 1] float32
+    """A little-endian float32 field of every block (`repack` writes the machine's float32 bytes: tinyspec, like
+    GGUF files and the kernels' `fload`, assumes a little-endian machine)."""
     return np.ascontiguousarray(field).view("<f4").astype(np.float32, copy=False)
 
 
@@ -249,7 +254,7 @@ def repack(raw: np.ndarray, qtype, shape: tuple[int, ...]) -> tuple["BlockFormat
     float32 values, one byte per q. raw is the [rows, bytes per row] blocks of a matrix of `shape`; returns the
     new format and its [rows, bytes per row] blocks. Other formats come back as they are.
 
-    >>> d = np.float16(0.5).tobytes(); qh = bytes([0xFF, 0, 0, 0]); qs = bytes([0x21] * 16)   # q = 17 or 18 or 1, 2
+    >>> d = np.float16(0.5).tobytes(); qh = bytes([0xFF, 0, 0, 0]); qs = bytes([0x21] * 16)   # values 0, 8, 16: q = 17, 1, 2
     >>> fmt, out = repack(np.frombuffer(d + qh + qs, np.uint8).reshape(1, 22), "Q5_0", (1, 32))
     >>> fmt.name, dequantize(out, fmt.name, (1, 32))[0, [0, 8, 16]], dequantize_q5_0(np.frombuffer(d + qh + qs, np.uint8), 32)[[0, 8, 16]]
     ('Q8_0', array([ 0.5, -7.5, -7. ], dtype=float32), array([ 0.5, -7.5, -7. ], dtype=float32))
@@ -277,8 +282,8 @@ def repack(raw: np.ndarray, qtype, shape: tuple[int, ...]) -> tuple["BlockFormat
 
 @dataclass(frozen=True)
 class BlockFormat:
-    name: str  # ggml's name of the type: "Q8_0"
-    ggml_type: int  # its number in GGUF files (ggml's enum ggml_type)
+    name: str  # ggml's name of the type: "Q8_0" (or one of tinyspec's own layouts, section 4)
+    ggml_type: int  # its number in GGUF files (ggml's enum ggml_type); from 1000 on, tinyspec's own
     block_size: int  # values per block
     type_size: int  # bytes per block
     dequantize: Callable[[np.ndarray, int], np.ndarray]  # (raw uint8, n_values) -> [n_values] float32
@@ -301,6 +306,7 @@ OWN_FORMATS = {f.name: f for f in [  # section 4: made by `repack`, never in a f
     BlockFormat("S8_16", 1016, 16, 20, dequantize_s8_16),
     BlockFormat("S8M_32", 1032, 32, 40, dequantize_s8m_32),
 ]}
+OWN_TYPES = 1000  # the first number of tinyspec's own layouts
 BY_GGML_TYPE = {f.ggml_type: f for f in [*FORMATS.values(), *OWN_FORMATS.values()]}
 
 

@@ -24,8 +24,10 @@ transpose. Each row (the last axis) is a whole number of blocks (tinyspec.quant.
     >>> f = open_gguf()                                   # doctest: +SKIP
     >>> t = f.tensors["token_embd.weight"]; t.format.name, t.shape, t.raw.shape   # doctest: +SKIP
     ('Q8_0', (262144, 640), (262144, 680))
-    >>> w = f.quantized_weights(); w.layers[0].q_proj.format.name, w.layers[0].q_proj.shape   # doctest: +SKIP
+    >>> w = f.quantized_weights(repack=False); w.layers[0].q_proj.format.name, w.layers[0].q_proj.shape   # doctest: +SKIP
     ('Q5_0', (1024, 640))
+    >>> f.quantized_weights().layers[0].q_proj.format.name     # the quant backend's: repacked  # doctest: +SKIP
+    'Q8_0'
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from .blocks import BY_GGML_TYPE, BlockFormat
+from .blocks import BY_GGML_TYPE, OWN_TYPES, BlockFormat
 
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 VOCABULARY_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
@@ -103,7 +105,8 @@ class QuantTensor:
     name: str  # the GGUF name: "blk.0.attn_q.weight"
     format: BlockFormat  # how its blocks are laid out (tinyspec.quant.blocks)
     shape: tuple[int, ...]  # its values' shape in tinyspec's orientation: [out, in] for matrices
-    raw: np.ndarray  # uint8 [rows, cols / block_size * type_size]: a read-only view into the mapped file
+    raw: np.ndarray  # uint8 [rows, cols / block_size * type_size], read-only: a view into the mapped file, or
+    #                  the repacked copy of one (GGUFFile.quantized_weights)
 
     def dequantize(self) -> np.ndarray:  # -> float32 [*shape]
         """The tensor's float32 values (reads and converts every block: 671 MB for token_embd)."""
@@ -195,7 +198,7 @@ class GGUFFile:
         data = np.frombuffer(self._map, dtype=np.uint8)  # the whole file, no copy
         self.tensors = {}
         for name, dims, ggml_type, offset in infos:
-            if ggml_type not in BY_GGML_TYPE:
+            if ggml_type not in BY_GGML_TYPE or ggml_type >= OWN_TYPES:  # tinyspec's own layouts are never in a file
                 raise NotImplementedError(f"{self.path}: tensor {name} has ggml type {_type_name(ggml_type)}, "
                                           f"which tinyspec.quant.blocks does not read")
             fmt = BY_GGML_TYPE[ggml_type]
@@ -327,8 +330,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"opened and indexed in {t_open:.3f} s; peak RSS {rss0 / 1024:.0f} MB before, {rss1 / 1024:.0f} MB after "
           "(ru_maxrss; the tensors are mapped, not read)")
     t0 = time.perf_counter()
-    f.config(), f.quantized_weights()
-    print(f"config and quantized weights in {time.perf_counter() - t0:.3f} s")
+    f.config(), f.quantized_weights(repack=False)
+    print(f"config and quantized weights (the file's blocks) in {time.perf_counter() - t0:.3f} s")
+    t0 = time.perf_counter()
+    f.quantized_weights()
+    print(f"the same with the layers repacked (tinyspec.quant.blocks.repack) in {time.perf_counter() - t0:.3f} s; peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     t0 = time.perf_counter()
     f.tokenizer()
     print(f"tokenizer built in {time.perf_counter() - t0:.3f} s; peak RSS "

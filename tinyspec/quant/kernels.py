@@ -1,4 +1,4 @@
-"""Matmuls that read the GGUF's quantized blocks straight from the file: x @ W.T with W never stored as float32.
+"""Matmuls on quantized blocks (the GGUF's, or the layers' repacked at load): x @ W.T, W never stored as float32.
 
 The float32 matmul (tinyspec.fast.kernels.matmul_numba) reads W as 4 bytes a value; the token embedding, which
 is also the LM head, is 262144 x 640 of them: 671 MB streamed per forward. In the GGUF the same matrix is Q8_0
@@ -8,6 +8,7 @@ them (tinyspec.quant.simd: bytes in, an f32x8 out):
 
     Q8_0   w = d * q                     Q5_0   w = d * (q - 16)
     Q4_K   w = (d * sc) * q - (dmin * m) Q6_K   w = (d * sc) * (q - 32)
+    S8_16  w = scale * q                 S8M_32 w = scale * q - min      (tinyspec's own: blocks.py section 4)
 
 in the float32 operations, and the order, that tinyspec.quant.blocks documents: every product is exact, and
 Q4_K's subtraction rounds once, after its product. So w is bitwise the value the dequantized float32 matrix
@@ -18,13 +19,14 @@ multiply-add per term, then lane l + 4 onto l, l + 2 onto l, l + 1 onto l. A row
 logits equal the float32 backend's on the dequantized weights, and they are batch-invariant in the same way
 (row m of the result depends on row m of x alone). tests/test_quant.py checks both for M = 1 .. 64.
 
-# How one driver serves four formats
+# How one driver serves six formats
 
 The tile loop is the float32 kernel's: 4 rows of W (n, n + S, n + 2S, n + 3S, four streams through memory) x up
 to 3 rows of x, twelve 8-lane sums in registers. What differs by format is two small functions (section 1):
 
     _scales_<fmt>(raw, n, g, f16)  -> s      the scales of group g of row n (the values that share them:
-                                             32 for Q8_0, Q5_0 and Q4_K's sub-blocks, 16 for Q6_K's)
+                                             32 for Q8_0, Q5_0, Q4_K's sub-blocks and S8M_32, 16 for
+                                             Q6_K's and S8_16)
     _load_<fmt>(raw, n, g, j, s)   -> f32x8  values 8j .. 8j+7 of group g, dequantized with s
 
 The tiles (section 3) read each group's scales once per row of W and each 8 values once for the 3 rows of x,
@@ -34,6 +36,11 @@ They name the format by its ggml type number, a compile-time constant: `_group`,
 (section 2) compile to the format's own function, so each format gets its own machine code, with no branch on
 the format in the loop. (Passing the functions themselves as arguments would also compile, but Numba cannot
 cache such a kernel on disk, and compiling one takes seconds at every start.)
+
+The quant backend runs the LM head on the file's Q8_0 blocks and the layers on their blocks repacked at load
+(Q5_0 as Q8_0, Q6_K as S8_16, Q4_K as S8M_32: tinyspec.quant.blocks.repack), whose values cost the kernels as
+few instructions as Q8_0's; the file's own Q5_0, Q4_K and Q6_K kernels stay, bitwise the same, for
+`quantized_weights(repack=False)` (`python bench/backends.py --file-blocks` times both).
 
 QUANT (section 5) is the backend table of `get_ops("quant")`: the numba table, with every matmul on a QuantTensor
 sent here, at every row count (the numba table sends more than 64 rows to BLAS; this one has no BLAS path).
@@ -377,7 +384,7 @@ def _matmul(x, raw, name):  # [M, K] float32, [N, bytes per row] uint8 -> [M, N]
     M, K = x.shape
     size, nbytes = fmt.block.block_size, fmt.block.type_size
     if K % size or raw.shape[1] != K // size * nbytes:
-        raise ValueError(f"matmul_{name.lower()}: x is {x.shape}, raw is {raw.shape}; a {name} row of K = {K} "
+        raise ValueError(f"the {name} matmul: x is {x.shape}, raw is {raw.shape}; a {name} row of K = {K} "
                          f"values is {K // size} blocks of {nbytes} bytes, and K must be a multiple of {size}")
     if raw.flags.writeable:  # one compiled kernel for both: the GGUF's mapped blocks are read-only
         raw = raw.view()
