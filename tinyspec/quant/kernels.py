@@ -75,8 +75,8 @@ from .simd import (bload, fload, vfloat, vmul, vmulsub, wadd, waddi, wand, wandi
 
 PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone
 SCRATCH_ROWS = 6  # from this many rows of x on, 4 rows of W are dequantized once into a scratch, then read as float32
-#                   Tuned on the 2-core AMD EPYC (`python bench/verify_cost.py`, bench/results.md): at 3 rows of x the
-#                   in-register tiles were faster (forward 49.6 against 62.8 ms), at 4 and 5 about level, from 6 on slower
+#                   Tuned on the 2-core AMD EPYC (`python bench/verify_cost.py` with this set to 2 and to 6,
+#                   bench/results.md): the in-register tiles are faster at 2 and 3 rows, about level at 4 and 5
 
 # the float32 value of every float16 bit pattern (NumPy's conversion, exact: every float16 is a float32)
 F16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
