@@ -575,6 +575,30 @@ def test_real_quant_speculative_equals_vanilla(gemma_quant, gemma_tokenizer):
 
 
 @pytest.mark.real
+def test_real_quant_mtp_drafter_reads_the_head_rows_as_blocks(gemma_quant, gemma, gemma_tokenizer):
+    """On the quant backend the MTP drafter's head rows stay Q8_0 blocks (a quarter of the bytes), and it
+    drafts exactly what it drafts on the float32 backend: the same trees, token for token, and speculative
+    decoding with it still emits vanilla's text."""
+    from tinyspec.decoding import generate_ids
+    from tinyspec.drafters import load_mtp
+    from tinyspec.quant.gguf_file import QuantTensor
+    from tinyspec.speculative import speculative_generate_ids
+
+    ids = gemma_tokenizer.encode("The lighthouse keeper climbed the stairs every evening, and")
+    trees = {}
+    for name, model in (("quant", gemma_quant), ("numba", gemma)):
+        drafter = load_mtp("")
+        trace = []
+        out = speculative_generate_ids(model, drafter, ids, 16, k=3, tree=6, trace=trace)
+        assert out == generate_ids(model, ids, 16), name
+        trees[name] = [(s.drafted, s.parents) for s in trace if s.drafted]
+        assert isinstance(drafter.E_sub, QuantTensor) == (name == "quant")
+        if name == "quant":
+            assert drafter.E_sub.format.name == "Q8_0" and drafter.E_sub.nbytes * 3 < drafter.E_sub.shape[0] * 640 * 4
+    assert trees["quant"] and trees["quant"] == trees["numba"]
+
+
+@pytest.mark.real
 def test_real_quant_backend_converts_nothing(tmp_path, gemma_quant, gemma_tokenizer):
     """With TINYSPEC_WEIGHTS naming a directory that does not exist (the GGUF beside it, where packaged_gguf
     keeps it), `tinyspec tokenize` and `tinyspec predict --backend quant` run in a fresh Python without

@@ -30,6 +30,19 @@ from .base import Drafter, Proposal
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "mtp-gemma-3-270m.drafter.safetensors"
 
 
+def head_rows(E, vocab):  # [V, d] (float32, or a QuantTensor on the quant backend), [N] ids -> [N, d]
+    """The rows of the tied embedding the head scores. On the quant backend E is the GGUF's Q8_0 blocks, and so
+    are these rows: a quarter of the float32 bytes to read at every draft step, and the same values, which the
+    backend's matmul multiplies bitwise as it would their float32 copy (tinyspec.quant.kernels)."""
+    from ..quant.gguf_file import QuantTensor
+
+    if isinstance(E, QuantTensor):
+        raw = E.raw[vocab]  # [N, bytes per row], a copy of these rows' blocks
+        raw.flags.writeable = False
+        return QuantTensor(f"{E.name}[head rows]", E.format, (len(vocab),) + tuple(E.shape[1:]), raw)
+    return np.ascontiguousarray(E[vocab])
+
+
 class MTPDrafter(Drafter):
     name = "mtp"
     stream = 3  # its draws come from the run's seed's stream [seed, 3], independent of the verifier's
@@ -58,7 +71,7 @@ class MTPDrafter(Drafter):
         self.target, self.sampling = target, params
         self.random = target.random  # the run's source for the drafter's draws
         E = target.model.weights.embed_tokens  # [V, d]  the target's tied embedding
-        self.E_sub = np.ascontiguousarray(E[self.vocab])  # [N, d]  the head's rows
+        self.E_sub = head_rows(E, self.vocab)  # [N, d]  the head's rows
         self.scale = np.float32(np.sqrt(tcfg.hidden_size))  # Gemma scales embeddings by sqrt(d)
         self.matmul = target.model.ops.matmul  # the target's backend: one row at a time, it beats a busy BLAS
         # c by bytes read per draft step (decoding is memory-bound): its parameters and the head's rows, against
