@@ -207,3 +207,7 @@ for name, t in vt.items():
 # 4. Run `python bench/verify_cost.py`: v(m) for m = 1..17 on both backends, the line the break-even rule fits
 #    to each, and the acceptance at which k drafts start to pay. Then `tinyspec compare --backend quant
 #    --adaptive --verify-cost FIRST_EXTRA,PER_TOKEN` with the quant line it printed, and with the numba one.
+# 5. Fewer bytes are not always faster. Run `python bench/backends.py --file-blocks --matrices`: the same
+#    matmuls on the file's own 4- to 6-bit blocks (`open_gguf().quantized_weights(repack=False)`) and on the
+#    repacked bytes. Which reads less, which finishes first, and why (count the instructions that turn 8
+#    weights into floats in `tinyspec/quant/kernels.py`, `_load_q5_0` against `_load_q8_0`)?
