@@ -58,6 +58,10 @@ def run(model, backend: str, ids, n: int, setting):
     return speculative_generate_ids(model, make_drafter(drafter), ids, n, stop_at_eos=False, **kwargs)
 
 
+def rotated(names: list, i: int) -> list:  # round i's order: which goes first rotates from round to round
+    return names[i % len(names):] + names[:i % len(names)]
+
+
 def matrices(models, out=print) -> None:
     import numpy as np
 
@@ -72,6 +76,7 @@ def matrices(models, out=print) -> None:
         [(n, {b: getattr(w.layers[0], n) for b, w in weights.items()}, n_layers) for n in names]
     rng = np.random.default_rng(0)
     quants = labels[1:]
+    kernels = {b: matmul_numba if b == "numba" else matmul_quant for b in labels}
     out("| rows of x | matrix | shape | " + " | ".join(f"{b} blocks | {b} ms" for b in quants)
         + " | float32 ms | " + " | ".join(f"float32 / {b}" for b in quants) + " |")
     out("|---:|---|---|" + "---|---:|" * len(quants) + "---:|" + "---:|" * len(quants))
@@ -80,12 +85,11 @@ def matrices(models, out=print) -> None:
         for name, ws, count in rows:
             f = ws["numba"]
             x = rng.standard_normal((M, f.shape[1])).astype(np.float32)
-            kernels = {b: matmul_numba if b == "numba" else matmul_quant for b in labels}
             for b in labels:
                 kernels[b](x, ws[b])
             times = {b: [] for b in labels}
-            for i in range(10):  # which goes first rotates
-                for b in labels[i % len(labels):] + labels[:i % len(labels)]:
+            for i in range(10):
+                for b in rotated(labels, i):
                     t = time.perf_counter()
                     kernels[b](x, ws[b])
                     times[b].append(time.perf_counter() - t)
@@ -139,8 +143,7 @@ def main(argv=None) -> int:
     for name, setting in SETTINGS.items():
         times, outputs = {b: [] for b in models}, []
         for i in range(args.pairs):
-            order = list(models)[i % len(models):] + list(models)[:i % len(models)]  # which goes first rotates
-            for backend in order:
+            for backend in rotated(list(models), i):
                 t = time.perf_counter()
                 outputs.append(run(models[backend], models[backend].backend, ids, n, setting))
                 times[backend].append(time.perf_counter() - t)

@@ -263,7 +263,7 @@ def repack(raw: np.ndarray, qtype, shape: tuple[int, ...]) -> tuple["BlockFormat
     rows, n_values = shape[0], int(np.prod(shape, dtype=np.int64))
     if fmt.name == "Q5_0":
         blocks = _blocks(raw, n_values, 32, 22)
-        d, q = _q5_0_fields(blocks)
+        _, q = _q5_0_fields(blocks)
         new, out = FORMATS["Q8_0"], _as_bytes(blocks[:, 0:2], q)  # the same float16 d, q - 16
     elif fmt.name == "Q6_K":
         scale, q = _q6_k_fields(_blocks(raw, n_values, 256, 210))

@@ -319,8 +319,8 @@ def _matmul_rows(x, raw, f16, out, a, b, fmt):  # x [M, K] @ W[a:b].T -> out[:, 
     above dequantize in registers: each 8 values of W, once per 3 rows of x. From SCRATCH_ROWS rows on, the 4
     rows of W are dequantized once into a small scratch (4 x K float32: 10 to 32 KB, in the L1 or L2 cache),
     and the float32 kernel's own tiles (tinyspec.fast.kernels) read it for every row of x: unpacking no
-    longer grows with the rows of x. Each weight is the same float32 either way (a store and a load change no bit), and the float32
-    tiles sum in the order these do (K is a multiple of 32: no remainder terms)."""
+    longer grows with the rows of x. Each weight is the same float32 either way (a store and a load change no
+    bit), and the float32 tiles sum in the order these do (K is a multiple of 32: no remainder terms)."""
     fmt = literally(fmt)  # compile once per format, with the format a constant (section 2)
     M, K = x.shape
     S = (b - a) // 4

@@ -71,14 +71,18 @@ def _byte(context, builder, value, ty):  # an integer scalar of Numba type ty ->
 
 # 1. From memory, from a scalar ----------------------------------------------------------------------------
 
+def _load_at(context, builder, sig, args, ltype):  # (raw, n, p) -> the LLVM value of type ltype at raw[n, p], unaligned
+    arr = context.make_array(sig.args[0])(context, builder, args[0])
+    ptr = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
+    return builder.load(builder.bitcast(ptr, ltype.as_pointer()), align=1)
+
+
 @intrinsic
 def bload(typingctx, raw, n, p):  # raw [R, B] uint8, row n, byte p -> u8x8 of raw[n, p : p+8]
     if not _u8_matrix(raw):
         return None
     def codegen(context, builder, sig, args):
-        arr = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
-        return builder.load(builder.bitcast(ptr, _BYTES.as_pointer()), align=1)
+        return _load_at(context, builder, sig, args, _BYTES)
     return u8x8(raw, types.intp, types.intp), codegen
 
 
@@ -88,9 +92,7 @@ def fload(typingctx, raw, n, p):  # raw [R, B] uint8, row n, byte p -> the littl
     if not _u8_matrix(raw):
         return None
     def codegen(context, builder, sig, args):
-        arr = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
-        return builder.load(builder.bitcast(ptr, ir.FloatType().as_pointer()), align=1)
+        return _load_at(context, builder, sig, args, ir.FloatType())
     return types.float32(raw, types.intp, types.intp), codegen
 
 
@@ -156,9 +158,7 @@ def wload(typingctx, raw, n, p):  # raw [R, B] uint8, row n, byte p -> i32x8 of 
     if not _u8_matrix(raw):
         return None
     def codegen(context, builder, sig, args):
-        arr = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
-        return builder.zext(builder.load(builder.bitcast(ptr, _BYTES.as_pointer()), align=1), _INTS)
+        return builder.zext(_load_at(context, builder, sig, args, _BYTES), _INTS)
     return i32x8(raw, types.intp, types.intp), codegen
 
 
