@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from numba import njit
 
 from tinyspec.fast import kernels
-from tinyspec.fast.simd import WIDTH, fma, vfma, vload, vstore, vzero
+from tinyspec.fast.simd import WIDTH, fma, vfma, vload, vput, vsplat, vstore, vsum, vzero
 
 FAST = settings(deadline=None, max_examples=30, derandomize=True)
 
@@ -32,6 +32,22 @@ def _vfma_rows(x, W, C):  # x, W, C [1, 8] -> [1, 1, 8]: one vfma, stored
 def _vzero():
     out = np.ones((1, 1, WIDTH), np.float32)
     vstore(out, 0, 0, vzero())
+    return out
+
+
+@njit
+def _vsum_rows(x):  # x [R, 8] -> [R]: each row's lanes folded by vsum
+    out = np.empty(x.shape[0], np.float32)
+    for r in range(x.shape[0]):
+        out[r] = vsum(vload(x, r, 0))
+    return out
+
+
+@njit
+def _vsplat_put(values):  # [R] -> [R, 8]: row r is vsplat(values[r]), stored by vput
+    out = np.empty((values.shape[0], WIDTH), np.float32)
+    for r in range(values.shape[0]):
+        vput(out, r, 0, vsplat(values[r]))
     return out
 
 
@@ -86,6 +102,23 @@ def documented_softmax(s):  # [n] float32 -> [n]: exp(s - max) in Numba (the ker
     return e / z
 
 
+def test_vsum_folds_the_lanes_as_documented_and_vsplat_vput_broadcast_and_store():
+    """vsum: lane l + 4 onto l, then l + 2, then l + 1, each one float32 addition. Lanes of very different sizes
+    make every other grouping give other bits."""
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((200, 8)) * 10.0 ** rng.integers(-8, 9, (200, 8))).astype(np.float32)
+    x[0] = [1e8, 1, -1e8, 1, 3, 0.5, -3, 0.25]
+    want = []
+    for row in x:
+        lanes = row.copy()
+        for half in (4, 2, 1):
+            lanes[:half] = lanes[:half] + lanes[half:2 * half]
+        want.append(lanes[0])
+    assert np.array_equal(_vsum_rows(x), np.array(want, np.float32))
+    values = rng.standard_normal(5).astype(np.float32)
+    assert np.array_equal(_vsplat_put(values), np.repeat(values[:, None], 8, axis=1))
+
+
 def test_attention_scores_and_rms_norm_use_the_same_order():
     rng = np.random.default_rng(1)
     D = 75  # 9 whole vectors and 3 leftover terms
@@ -95,13 +128,16 @@ def test_attention_scores_and_rms_norm_use_the_same_order():
     for r in range(3):
         inv = np.float32(1.0 / np.sqrt(np.float64(documented_dot(x[r], x[r])) / D + 1e-6))
         assert np.array_equal(out[r], x[r] * inv * scale)
-    # attention of one query over 6 keys (a tile of 4, then 2 one at a time); value t is the unit vector e_t,
-    # so output d < 6 is the softmax weight of key d: exp(s_d - max) / sum, from the documented scores
-    q = rng.standard_normal((1, 1, D)).astype(np.float32)
-    k_cache = rng.standard_normal((6, 1, D)).astype(np.float32)
-    v_cache = np.zeros((6, 1, D), np.float32)
-    for t in range(6):
-        v_cache[t, 0, t] = 1
-    p = kernels.attention_numba(q, k_cache, v_cache, 5, 0, 0.125)[0, 0, :6]
-    s = np.array([documented_dot(q[0, 0], k_cache[t, 0]) * np.float32(0.125) for t in range(6)], np.float32)
-    assert np.array_equal(p, documented_softmax(s))
+    # attention over 6 keys (tiles of 3); value t is the unit vector e_t, so output d < 6 is the softmax weight
+    # of key d: exp(s_d - max) / sum, from the documented scores. Four query heads share the kv head and are
+    # computed together; D = 75 has 3 remainder terms per dot product, D = 80 none (the lanes fold in registers)
+    for D in (75, 80):
+        q = rng.standard_normal((1, 4, D)).astype(np.float32)
+        k_cache = rng.standard_normal((6, 1, D)).astype(np.float32)
+        v_cache = np.zeros((6, 1, D), np.float32)
+        for t in range(6):
+            v_cache[t, 0, t] = 1
+        p = kernels.attention_numba(q, k_cache, v_cache, 5, 0, 0.125)[0, :, :6]
+        for h in range(4):
+            s = np.array([documented_dot(q[0, h], k_cache[t, 0]) * np.float32(0.125) for t in range(6)], np.float32)
+            assert np.array_equal(p[h], documented_softmax(s)), (D, h)

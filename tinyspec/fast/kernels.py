@@ -13,14 +13,14 @@ element is summed, and make it depend on nothing but that element's own inputs:
     matmul   out[m, n] = x[m] . W[n]: lane l (0 <= l < 8) sums x[m, k] * W[n, k] for k = l, l + 8, l + 16,
              ... in increasing k, one fused multiply-add (FMA, rounded once) per term, the last K % 8 terms
              included; then the 8 lanes are added as a fixed tree (lane l + 4 onto l, then + 2, then + 1).
-    attention  every score is such a dot product; the softmax sum and the weighted sum of values run over the
-             visible keys in increasing position, one query row and head at a time.
+    attention  every score is such a dot product; the softmax sum and the weighted sum of values (one FMA per
+             term) run over the visible keys in increasing position, for each query row and head on its own.
     rms_norm   the sum of squares of a row is the same lane-ordered dot product of the row with itself.
 
 The dot products are written with explicit 8-lane vector operations (`tinyspec.fast.simd`: vload, vfma), so
 the compiler has nothing to choose in them: a 3-row tile, a 1-row tile or a one-product remainder computes
-every element with the same FMAs in the same order. No kernel asks for reassociation (attention's weighted sum
-allows only "contract", which turns `a += p * v` into one FMA).
+every element with the same FMAs in the same order. No kernel lets the compiler reassociate or fuse anything
+(no fastmath): every FMA is written out.
 
 # 2. Why fast
 
@@ -77,13 +77,12 @@ import numba
 from numba import njit, prange
 
 from ..ops import Ops, matmul as matmul_numpy
-from .simd import WIDTH, fma, prefetch, vfma, vload, vstore, vzero
+from .simd import WIDTH, fma, prefetch, vfma, vload, vput, vsplat, vstore, vsum, vzero
 
 PARALLEL_MIN_WORK = 1 << 18  # multiply-adds below which a kernel runs on the calling thread alone (k_proj,
 #                               v_proj and short attention at decode); q_proj, o_proj, the MLP and the LM head
 #                               run on all threads (see the module docstring)
 MAX_INVARIANT_ROWS = 64  # above this many rows (the prefill) the numba table hands matmul to BLAS
-_FMA = {"contract"}  # attention's weighted sum: fuse a += p * v into one FMA; no reassociation anywhere
 
 
 # 1. matmul ------------------------------------------------------------------------------------------------
@@ -255,80 +254,119 @@ def _f32(a, name, ndim, copy_ok=True):
 
 # 2. attention ---------------------------------------------------------------------------------------------
 
-@njit(fastmath=_FMA, cache=True)
-def _attend(q, k_cache, v_cache, start, window, scale, m, h, o):  # one query row m, head h -> o [D]
-    Hq, D = q.shape[1], q.shape[2]
-    Hkv = k_cache.shape[1]
-    g = h // (Hq // Hkv)  # kv head
+HEADS_PER_TASK = 4  # query heads of one kv head computed together: they read each key and value once
+
+
+@njit(cache=True)
+def _attend(qm, keys, values, start, window, scale, m, q0, S, out):  # one query row m, 4 heads -> out rows q0 + r S
+    """Query row m for the 4 query heads at rows q0 + r S (r < 4) of qm [M * Hq, D], all reading one kv head
+    whose keys and values are `keys`, `values` [T_cap, D]; results into the same rows of out [M * Hq, D]. S = 1:
+    four heads, each key and value read once for the four; S = 0: one head (computed four times over, for
+    shapes where the heads of a kv head are not a multiple of 4)."""
+    D = qm.shape[1]
     pos = start + m
     lo = max(0, pos - window + 1) if window > 0 else 0
     n = pos + 1 - lo  # visible keys: positions lo .. pos
-    # 1. scores s[t] = (q . k[lo + t]) * scale, each one lane-ordered dot product, four keys at a time through
-    #    the matmul's tile: as matrices, q is [M * Hq, D] and the keys [T_cap * Hkv, D], so query (m, h) is
-    #    row m * Hq + h, key (t, g) is row t * Hkv + g, and keys t .. t+3 are rows Hkv apart
-    qm = q.reshape(q.shape[0] * Hq, D)
-    km = k_cache.reshape(k_cache.shape[0] * Hkv, D)
-    row = m * Hq + h
-    s = np.empty(n, np.float32)  # [n]
-    acc = np.empty((1, 4, WIDTH), np.float32)
+    # 1. scores s[r, t] = (q_r . k[lo + t]) * scale, each one lane-ordered dot product, through the matmul's
+    #    tile with the keys as the rows of x (three at a time) and the four queries as the rows of W
+    seen = keys[lo: pos + 1]  # [n, D]
+    s = np.empty((4, n), np.float32)  # [4, n]
+    acc = np.empty((3, 4, WIDTH), np.float32)
+    lanes = acc.reshape(12, WIDTH)  # the same, one row per score
     kend = D - D % WIDTH
     t = 0
-    while n - t >= 4:
-        _tile_4x1(acc, 0, qm, row, km, (lo + t) * Hkv + g, Hkv, kend, 0, 0, 0)
-        for r in range(4):
-            s[t + r] = _finish(acc[0, r], qm[row], km[(lo + t + r) * Hkv + g]) * scale
-        t += 4
     while t < n:
-        s[t] = _dot(qm, row, km, (lo + t) * Hkv + g) * scale
-        t += 1
-    # 2. softmax numerators exp(s - max) and their sum, in increasing position
-    mx = s[0]
-    for t in range(1, n):
-        mx = max(mx, s[t])
-    z = np.float32(0)
-    for t in range(n):
-        s[t] = np.exp(s[t] - mx)
-        z += s[t]
-    # 3. weighted sum of the values in increasing position (vectorized over D), divided by the sum;
-    #    four values per sweep over o, which adds them in the same order as one at a time would
-    o[:] = 0
-    t = 0
-    while n - t >= 4:
-        p0 = s[t]; p1 = s[t + 1]; p2 = s[t + 2]; p3 = s[t + 3]
-        v0 = v_cache[lo + t, g]; v1 = v_cache[lo + t + 1, g]; v2 = v_cache[lo + t + 2, g]; v3 = v_cache[lo + t + 3, g]
-        for d in range(o.shape[0]):
-            a = o[d]
-            a += p0 * v0[d]
-            a += p1 * v1[d]
-            a += p2 * v2[d]
-            a += p3 * v3[d]
-            o[d] = a
-        t += 4
-    while t < n:
-        pt = s[t]
-        vt = v_cache[lo + t, g]  # [D]
-        for d in range(o.shape[0]):
-            o[d] += pt * vt[d]
-        t += 1
-    for d in range(o.shape[0]):
-        o[d] /= z
+        c = min(3, n - t)  # keys in this tile
+        if c == 3:
+            _tile_4x3(acc, 0, seen, t, qm, q0, S, kend, 0, 0, 0)
+        elif c == 2:
+            _tile_4x2(acc, 0, seen, t, qm, q0, S, kend, 0, 0, 0)
+        else:
+            _tile_4x1(acc, 0, seen, t, qm, q0, S, kend, 0, 0, 0)
+        for j in range(c):
+            for r in range(4):
+                if kend == D:  # no remainder terms: the lanes folded in registers
+                    s[r, t + j] = vsum(vload(lanes, 4 * j + r, 0)) * scale
+                else:
+                    s[r, t + j] = _finish(acc[j, r], seen[t + j], qm[q0 + r * S]) * scale
+        t += c
+    # 2. softmax numerators exp(s - max) and their sum, in increasing position, per head
+    z = np.empty(4, np.float32)
+    for r in range(4):
+        mx = s[r, 0]
+        for t in range(1, n):
+            mx = max(mx, s[r, t])
+        z[r] = 0
+        for t in range(n):
+            s[r, t] = np.exp(s[r, t] - mx)
+            z[r] += s[r, t]
+    # 3. weighted sum of the values in increasing position, one FMA per term, divided by the sum: 8 dimensions
+    #    of the four heads at a time, each value read once for the four
+    #    (16 dimensions per sweep when there are 16: eight sums in flight, so no FMA waits for the one before)
+    dend = D - D % WIDTH
+    d = 0
+    while d < dend:
+        if dend - d >= 2 * WIDTH:
+            a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero()
+            b0 = vzero(); b1 = vzero(); b2 = vzero(); b3 = vzero()
+            for t in range(n):
+                va = vload(values, lo + t, d); vb = vload(values, lo + t, d + WIDTH)
+                p = vsplat(s[0, t]); a0 = vfma(p, va, a0); b0 = vfma(p, vb, b0)
+                p = vsplat(s[1, t]); a1 = vfma(p, va, a1); b1 = vfma(p, vb, b1)
+                p = vsplat(s[2, t]); a2 = vfma(p, va, a2); b2 = vfma(p, vb, b2)
+                p = vsplat(s[3, t]); a3 = vfma(p, va, a3); b3 = vfma(p, vb, b3)
+            vput(out, q0, d, a0); vput(out, q0 + S, d, a1); vput(out, q0 + 2 * S, d, a2); vput(out, q0 + 3 * S, d, a3)
+            d += WIDTH
+            vput(out, q0, d, b0); vput(out, q0 + S, d, b1); vput(out, q0 + 2 * S, d, b2); vput(out, q0 + 3 * S, d, b3)
+            d += WIDTH
+        else:
+            a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero()
+            for t in range(n):
+                va = vload(values, lo + t, d)
+                a0 = vfma(vsplat(s[0, t]), va, a0); a1 = vfma(vsplat(s[1, t]), va, a1)
+                a2 = vfma(vsplat(s[2, t]), va, a2); a3 = vfma(vsplat(s[3, t]), va, a3)
+            vput(out, q0, d, a0); vput(out, q0 + S, d, a1); vput(out, q0 + 2 * S, d, a2); vput(out, q0 + 3 * S, d, a3)
+            d += WIDTH
+    for r in range(4 if S > 0 else 1):  # (S = 0: the four rows are one)
+        for d in range(dend, D):  # the last D % 8 dimensions, the same sums one at a time
+            o = np.float32(0)
+            for t in range(n):
+                o = fma(s[r, t], values[lo + t, d], o)
+            out[q0 + r * S, d] = o
+        for d in range(D):
+            out[q0 + r * S, d] /= z[r]
 
 
-@njit(parallel=True, fastmath=_FMA, cache=True)
-def _attention_parallel(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
+@njit(inline="always")
+def _attend_task(q, k_cache, v_cache, start, window, scale, i, out):  # task i of _tasks(...) -> out
     M, Hq, D = q.shape
-    out = np.empty((M, Hq, D), np.float32)
-    for i in prange(M * Hq):  # one (query row, head) per task: its result depends on nothing else
-        _attend(q, k_cache, v_cache, start, window, scale, i // Hq, i % Hq, out[i // Hq, i % Hq])
+    group = Hq // k_cache.shape[1]  # query heads per kv head
+    per = HEADS_PER_TASK if group % HEADS_PER_TASK == 0 else 1
+    m, h = i // (Hq // per), i % (Hq // per) * per  # query row, first head
+    g = h // group  # kv head
+    _attend(q.reshape(M * Hq, D), k_cache[:, g, :], v_cache[:, g, :], start, window, scale, m, m * Hq + h,
+            1 if per > 1 else 0, out.reshape(M * Hq, D))
+
+
+@njit(inline="always")
+def _tasks(q, k_cache):  # (query row, 4 heads of one kv head) pairs, or (row, head) when the group is not 4k
+    group = q.shape[1] // k_cache.shape[1]
+    return q.shape[0] * q.shape[1] // (HEADS_PER_TASK if group % HEADS_PER_TASK == 0 else 1)
+
+
+@njit(parallel=True, cache=True)
+def _attention_parallel(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
+    out = np.empty(q.shape, np.float32)
+    for i in prange(_tasks(q, k_cache)):  # one query row and its heads of one kv head per task: depends on nothing else
+        _attend_task(q, k_cache, v_cache, start, window, scale, i, out)
     return out
 
 
-@njit(fastmath=_FMA, cache=True)
+@njit(cache=True)
 def _attention_serial(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
-    M, Hq, D = q.shape
-    out = np.empty((M, Hq, D), np.float32)
-    for i in range(M * Hq):
-        _attend(q, k_cache, v_cache, start, window, scale, i // Hq, i % Hq, out[i // Hq, i % Hq])
+    out = np.empty(q.shape, np.float32)
+    for i in range(_tasks(q, k_cache)):
+        _attend_task(q, k_cache, v_cache, start, window, scale, i, out)
     return out
 
 

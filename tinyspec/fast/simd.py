@@ -46,8 +46,8 @@ class _F32x8Model(models.PrimitiveModel):  # lowered to LLVM's <8 x float>: live
         super().__init__(dmm, fe_type, _VEC)
 
 
-def _f32_array(a, ndim):  # is the Numba type a C-contiguous float32 array of ndim dimensions?
-    return isinstance(a, types.Array) and a.ndim == ndim and a.dtype == types.float32 and a.layout == "C"
+def _f32_array(a, ndim, layouts="C"):  # is the Numba type a float32 array of ndim dimensions, of these layouts?
+    return isinstance(a, types.Array) and a.ndim == ndim and a.dtype == types.float32 and a.layout in layouts
 
 
 def _llvm_fma(builder, vtype):
@@ -64,7 +64,7 @@ def vzero(typingctx):  # () -> f32x8 of zeros
 
 @intrinsic
 def vload(typingctx, a, i, k):  # a [R, K] float32, row i, column k -> f32x8 of a[i, k : k+8]
-    if not _f32_array(a, 2):
+    if not _f32_array(a, 2, "CA"):  # rows may be strided (attention's keys of one head); a row's 8 are adjacent
         return None  # not a C-contiguous float32 matrix: Numba reports that no signature matches
     def codegen(context, builder, sig, args):
         arr = context.make_array(sig.args[0])(context, builder, args[0])
@@ -87,10 +87,47 @@ def vstore(typingctx, a, i, j, v):  # a [R, S, 8] float32, v -> a[i, j, 0:8] = v
 
 
 @intrinsic
+def vput(typingctx, a, i, k, v):  # a [R, K] float32, v -> a[i, k : k+8] = v
+    if not _f32_array(a, 2):
+        return None
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        p = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
+        builder.store(args[3], builder.bitcast(p, _VEC.as_pointer()), align=4)
+        return context.get_dummy_value()
+    return types.void(a, types.intp, types.intp, f32x8), codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):  # float32 -> f32x8 with x in every lane
+    def codegen(context, builder, sig, args):
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH))
+    return f32x8(types.float32), codegen
+
+
+@intrinsic
 def vfma(typingctx, a, b, c):  # f32x8 x3 -> a * b + c, lane by lane, each rounded once
     def codegen(context, builder, sig, args):
         return builder.call(_llvm_fma(builder, _VEC), args)
     return f32x8(f32x8, f32x8, f32x8), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):  # f32x8 -> float32: lane l + 4 added onto lane l, then l + 2, then l + 1
+    """The 8 lanes added as the kernels' fixed tree, in registers: v[l] + v[l + 4] for l < 4, those four
+    folded the same way onto two, then the two added. Each step is one float32 addition, so the result is
+    bitwise the scalar tree's (kernels._finish without remainder terms)."""
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+
+        def lanes(a, idx):
+            return builder.shuffle_vector(a, a, ir.Constant(ir.VectorType(i32, len(idx)), idx))
+        four = builder.fadd(lanes(args[0], [0, 1, 2, 3]), lanes(args[0], [4, 5, 6, 7]))
+        two = builder.fadd(lanes(four, [0, 1]), lanes(four, [2, 3]))
+        return builder.fadd(builder.extract_element(two, ir.Constant(i32, 0)),
+                            builder.extract_element(two, ir.Constant(i32, 1)))
+    return types.float32(f32x8), codegen
 
 
 @intrinsic
