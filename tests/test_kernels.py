@@ -19,8 +19,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tinyspec.fast import kernels
-from tinyspec.fast.kernels import attention_numba, matmul_numba, rms_norm_numba
+from tinyspec.fast.kernels import attention_numba, matmul_numba, rms_norm_numba, rotate_numba
 from tinyspec.ops import attention as attention_numpy, get_ops, matmul as matmul_numpy, rms_norm as rms_norm_numpy
+from tinyspec.ops import rotate as rotate_numpy
 
 TOL = 1e-5
 FAST = settings(deadline=None, max_examples=40, derandomize=True)  # the same examples every run
@@ -257,11 +258,39 @@ def test_rms_norm_of_zeros_is_zero():
                           np.zeros((2, 5), np.float32))
 
 
+# RoPE's rotation ------------------------------------------------------------------------------------------
+
+@FAST
+@given(seeds, st.integers(1, 17), st.integers(1, 5), st.sampled_from([2, 8, 30, 256]))
+def test_rotate_is_bitwise_the_numpy_rotation(seed, M, H, hd):
+    """Element-wise, nothing fused: the numba rotation computes NumPy's products and sums exactly, at any size;
+    with cos = 1 and sin = 0 it is the identity, and at a quarter turn it swaps the halves (one negated)."""
+    rng = np.random.default_rng(seed)
+    x = randn(rng, M, H, hd, scale=magnitude(rng))
+    angles = rng.uniform(-1e4, 1e4, (M, 1, hd // 2))
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    assert np.array_equal(rotate_numba(x, cos, sin), rotate_numpy(x, cos, sin))
+    ones, zeros = np.ones_like(cos), np.zeros_like(cos)
+    assert np.array_equal(rotate_numba(x, ones, zeros), x)
+    half = hd // 2
+    turned = rotate_numba(x, zeros, ones)
+    assert np.array_equal(turned[..., :half], -x[..., half:]) and np.array_equal(turned[..., half:], x[..., :half])
+
+
+def test_rotate_checks_its_inputs():
+    x, t = np.ones((2, 3, 8), np.float32), np.ones((2, 1, 4), np.float32)
+    with pytest.raises(ValueError, match="hd even"):
+        rotate_numba(x, t[:1], t[:1])
+    with pytest.raises(TypeError, match="float32"):
+        rotate_numba(x.astype(np.float64), t, t)
+
+
 # the backend table ----------------------------------------------------------------------------------------
 
 def test_backend_table():
     assert get_ops("numpy").matmul is matmul_numpy
     assert get_ops("numba").attention is attention_numba
+    assert get_ops("numba").rotate is rotate_numba and get_ops("numpy").rotate is rotate_numpy
     with pytest.raises(ValueError, match="numba, numpy"):
         get_ops("torch")
 

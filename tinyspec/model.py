@@ -28,7 +28,7 @@ import numpy as np
 
 from .cache import KVCache
 from .config import Config
-from .ops import Ops, get_ops
+from .ops import Ops, get_ops, rotate as rotate_half
 from .weights import Layer, Weights, weight_bytes
 
 
@@ -42,17 +42,16 @@ def embed(tokens, embed_tokens, hidden_size):  # [M] -> [M, d]
 
 # 2. Attention -------------------------------------------------------------------------------------------
 
-def rope(x, positions, theta):  # [M, heads, hd] -> [M, heads, hd]
-    """Rotary position embedding, the "rotate half" form: dimension i pairs with i + hd/2.
+def rope(x, positions, theta, rotate=rotate_half):  # [M, heads, hd] -> [M, heads, hd]
+    """Rotary position embedding, the "rotate half" form: dimension i pairs with i + hd/2 (ops.rotate).
 
-    The angle of pair i at position p is p * theta^(-2i/hd), computed in float64 and rounded once."""
-    hd = x.shape[-1]
+    The angle of pair i at position p is p * theta^(-2i/hd), computed in float64 and rounded once.
+    `rotate` is a backend's (ops.rotate): the same arithmetic, element by element."""
     positions = np.asarray(positions)
     if positions.dtype.kind not in "iu":
         raise TypeError(f"rope: positions must be integers, got {positions.dtype}")
-    cos, sin = _rope_tables(positions.astype(np.int64).tobytes(), float(theta), hd)  # [M, 1, hd/2] each
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]  # [M, heads, hd/2] each
-    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)  # [M, heads, hd]
+    cos, sin = _rope_tables(positions.astype(np.int64).tobytes(), float(theta), x.shape[-1])  # [M, 1, hd/2] each
+    return rotate(x, cos, sin)  # [M, heads, hd]
 
 
 @functools.lru_cache(maxsize=4)
@@ -80,8 +79,8 @@ def attention_block(x, layer: Layer, i: int, cache, start, cfg: Config, ops: Ops
     v = ops.matmul(x, layer.v_proj).reshape(M, cfg.num_kv_heads, cfg.head_dim)  # [M, Hkv, hd]
     q = ops.rms_norm(q.reshape(-1, cfg.head_dim), layer.q_norm, cfg.rms_norm_eps).reshape(q.shape)  # [M, H, hd]
     k = ops.rms_norm(k.reshape(-1, cfg.head_dim), layer.k_norm, cfg.rms_norm_eps).reshape(k.shape)  # [M, Hkv, hd]
-    q = rope(q, positions, cfg.rope_theta(i))  # [M, H, hd]
-    k = rope(k, positions, cfg.rope_theta(i))  # [M, Hkv, hd]
+    q = rope(q, positions, cfg.rope_theta(i), ops.rotate)  # [M, H, hd]
+    k = rope(k, positions, cfg.rope_theta(i), ops.rotate)  # [M, Hkv, hd]
     out = np.empty_like(q)  # [M, H, hd]
     for b, (cache, start) in enumerate(zip(caches, starts)):  # each sequence reads and writes its own cache
         new = slice(b * n, (b + 1) * n)  # its rows

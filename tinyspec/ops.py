@@ -9,6 +9,9 @@ the machine it runs on).
     attention  M new queries over the cache: causal, and on local layers a sliding window
     rms_norm   each row divided by its root mean square, times a scale
 
+and one element-wise operation, in the table only for speed: `rotate`, RoPE's rotation (model.rope), seven
+small NumPy operations per call here and one call in the numba table, bitwise the same.
+
     >>> x = np.arange(6, dtype=np.float32).reshape(2, 3); W = np.ones((4, 3), np.float32)
     >>> matmul(x, W)
     array([[ 3.,  3.,  3.,  3.],
@@ -59,6 +62,14 @@ def rms_norm(x, scale, eps):  # [R, D], [D] -> [R, D]
     return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * scale).astype(np.float32)
 
 
+def rotate(x, cos, sin):  # [M, heads, hd], [M, 1, hd/2] x2 -> [M, heads, hd]
+    """RoPE's "rotate half": dimension i and i + hd/2 of each head rotated by the angle whose cos and sin are
+    given (model.rope computes them from the positions)."""
+    hd = x.shape[-1]
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]  # [M, heads, hd/2] each
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)  # [M, heads, hd]
+
+
 # The backend table ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Ops:
     matmul: Callable  # (x [M, K], W [N, K]) -> x @ W.T [M, N]
     attention: Callable  # (q [M, Hq, D], k_cache, v_cache [T_cap, Hkv, D], start, window, scale) -> [M, Hq, D]
     rms_norm: Callable  # (x [R, D], scale [D], eps) -> [R, D]
+    rotate: Callable = rotate  # (x [M, heads, hd], cos, sin [M, 1, hd/2]) -> [M, heads, hd]
 
 
 NUMPY = Ops(matmul=matmul, attention=attention, rms_norm=rms_norm)

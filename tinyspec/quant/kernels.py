@@ -448,4 +448,5 @@ def matmul_blocks_or_float(x, W):  # [M, K] float32, QuantTensor or float32 [N, 
 
 
 # the numba table, with matmul on the GGUF's blocks: what tinyspec.ops.get_ops("quant") returns
-QUANT = Ops(matmul=matmul_blocks_or_float, attention=NUMBA.attention, rms_norm=NUMBA.rms_norm)
+QUANT = Ops(matmul=matmul_blocks_or_float, attention=NUMBA.attention, rms_norm=NUMBA.rms_norm,
+            rotate=NUMBA.rotate)
