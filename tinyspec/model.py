@@ -17,7 +17,8 @@ becomes start + M only after the last block.
 The three heavy operations (matmul, attention, RMSNorm) come from a backend table, `ops`: tinyspec/ops.py
 holds them in plain NumPy (backend="numpy", the reference); backend="numba" uses the fast kernels of
 tinyspec/fast/, batch-invariant, so that a token's logits are bitwise the same whether it is computed alone or
-inside a verification batch. Everything else here is element-wise NumPy.
+inside a verification batch. Everything else here is element-wise NumPy (RoPE's rotation also goes through the
+table, `ops.rotate`, only because one Numba call is faster than seven small NumPy ones; same bits).
 """
 
 from __future__ import annotations

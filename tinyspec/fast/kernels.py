@@ -1,6 +1,6 @@
 """The Numba kernels behind `get_ops("numba")`: matmul, attention and RMSNorm, fast and batch-invariant (the
-exactness of speculative decoding rests on it). Their plain NumPy twins, the reference they are tested
-against, are in tinyspec/ops.py.
+exactness of speculative decoding rests on it), and RoPE's rotation (element-wise: one call for seven NumPy
+ones). Their plain NumPy twins, the reference they are tested against, are in tinyspec/ops.py.
 
 # 1. Why batch-invariant
 
@@ -413,7 +413,7 @@ def rms_norm_numba(x, scale, eps):  # [R, D], [D] -> [R, D]
     return _rms_norm_numba(x, scale, float(eps))
 
 
-# 4. RoPE's rotation ---------------------------------------------------------------------------------------
+# 4. RoPE's rotation (element-wise) ------------------------------------------------------------------------
 
 @njit(cache=True)
 def _rotate_numba(x, cos, sin):  # [M, H, hd], [M, 1, hd/2] x2 -> [M, H, hd]
@@ -442,7 +442,7 @@ def rotate_numba(x, cos, sin):  # [M, H, hd], [M, 1, hd/2] x2 -> [M, H, hd]
     return _rotate_numba(x, cos, sin)
 
 
-# 5. The table ----------------------------------------------------------------------------------------------
+# 5. The table ---------------------------------------------------------------------------------------------
 
 def matmul_decode_or_prefill(x, W):  # [M, K], [N, K] -> [M, N]
     """The numba table's matmul: the batch-invariant kernel for M <= MAX_INVARIANT_ROWS rows (decoding,
