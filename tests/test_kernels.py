@@ -328,7 +328,12 @@ def test_one_thread_and_all_threads_agree_bitwise():
     q, k_cache, v_cache = randn(rng, 3, 4, 16), randn(rng, 40, 2, 16), randn(rng, 40, 2, 16)
     for window in (0, 5):
         args = (q, k_cache, v_cache, 30, window, np.float32(0.25))
-        assert np.array_equal(kernels._attention_parallel(*args), kernels._attention_serial(*args))
+        for parts in (1, 2, 3):  # tasks sharing a row's dimensions (D = 16: 8 and 8, or 8, 0 and 8)
+            assert np.array_equal(kernels._attention_parallel(*args, parts), kernels._attention_serial(*args))
+        for M, parts in ((1, 2), (2, 5)):  # four heads of a kv head per task; D = 75 has a 3-dimension remainder
+            q4, kv = randn(rng, M, 4, 75), randn(rng, 40, 1, 75)
+            args = (q4, kv, kv, 30, window, np.float32(0.25))
+            assert np.array_equal(kernels._attention_parallel(*args, parts), kernels._attention_serial(*args))
 
 
 # every row count the speculative loop can ask for --------------------------------------------------------------

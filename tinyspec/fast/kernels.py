@@ -258,11 +258,12 @@ HEADS_PER_TASK = 4  # query heads of one kv head computed together: they read ea
 
 
 @njit(cache=True)
-def _attend(qm, keys, values, start, window, scale, m, q0, S, out):  # one query row m, 4 heads -> out rows q0 + r S
+def _attend(qm, keys, values, start, window, scale, m, q0, S, d0, d1, out):  # query row m, 4 heads -> out rows q0 + r S
     """Query row m for the 4 query heads at rows q0 + r S (r < 4) of qm [M * Hq, D], all reading one kv head
-    whose keys and values are `keys`, `values` [T_cap, D]; results into the same rows of out [M * Hq, D]. S = 1:
-    four heads, each key and value read once for the four; S = 0: one head (computed four times over, for
-    shapes where the heads of a kv head are not a multiple of 4)."""
+    whose keys and values are `keys`, `values` [T_cap, D]; dimensions d0 .. d1-1 of the results into the same
+    rows of out [M * Hq, D]. S = 1: four heads, each key and value read once for the four; S = 0: one head
+    (computed four times over, for shapes where the heads of a kv head are not a multiple of 4). A slice of
+    the dimensions lets two threads share one row (decoding): each computes the scores, the same bits."""
     D = qm.shape[1]
     pos = start + m
     lo = max(0, pos - window + 1) if window > 0 else 0
@@ -303,8 +304,8 @@ def _attend(qm, keys, values, start, window, scale, m, q0, S, out):  # one query
     # 3. weighted sum of the values in increasing position, one FMA per term, divided by the sum: 8 dimensions
     #    of the four heads at a time, each value read once for the four
     #    (16 dimensions per sweep when there are 16: eight sums in flight, so no FMA waits for the one before)
-    dend = D - D % WIDTH
-    d = 0
+    dend = min(d1, D - D % WIDTH)  # d0 is a multiple of 8
+    d = d0
     while d < dend:
         if dend - d >= 2 * WIDTH:
             a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero()
@@ -328,24 +329,26 @@ def _attend(qm, keys, values, start, window, scale, m, q0, S, out):  # one query
             vput(out, q0, d, a0); vput(out, q0 + S, d, a1); vput(out, q0 + 2 * S, d, a2); vput(out, q0 + 3 * S, d, a3)
             d += WIDTH
     for r in range(4 if S > 0 else 1):  # (S = 0: the four rows are one)
-        for d in range(dend, D):  # the last D % 8 dimensions, the same sums one at a time
+        for d in range(max(d0, dend), d1):  # the last D % 8 dimensions, the same sums one at a time
             o = np.float32(0)
             for t in range(n):
                 o = fma(s[r, t], values[lo + t, d], o)
             out[q0 + r * S, d] = o
-        for d in range(D):
+        for d in range(d0, d1):
             out[q0 + r * S, d] /= z[r]
 
 
 @njit(inline="always")
-def _attend_task(q, k_cache, v_cache, start, window, scale, i, out):  # task i of _tasks(...) -> out
+def _attend_task(q, k_cache, v_cache, start, window, scale, parts, i, out):  # task i of _tasks(...) -> out
     M, Hq, D = q.shape
     group = Hq // k_cache.shape[1]  # query heads per kv head
     per = HEADS_PER_TASK if group % HEADS_PER_TASK == 0 else 1
+    i, part = i // parts, i % parts
     m, h = i // (Hq // per), i % (Hq // per) * per  # query row, first head
     g = h // group  # kv head
+    cut = D // WIDTH * WIDTH // parts // WIDTH * WIDTH  # the dimensions split at multiples of 8
     _attend(q.reshape(M * Hq, D), k_cache[:, g, :], v_cache[:, g, :], start, window, scale, m, m * Hq + h,
-            1 if per > 1 else 0, out.reshape(M * Hq, D))
+            1 if per > 1 else 0, part * cut, D if part == parts - 1 else (part + 1) * cut, out.reshape(M * Hq, D))
 
 
 @njit(inline="always")
@@ -355,10 +358,12 @@ def _tasks(q, k_cache):  # (query row, 4 heads of one kv head) pairs, or (row, h
 
 
 @njit(parallel=True, cache=True)
-def _attention_parallel(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
+def _attention_parallel(q, k_cache, v_cache, start, window, scale, parts):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
+    """Each task: one query row and its heads of one kv head, `parts` tasks sharing its dimensions (when there
+    are fewer rows than threads). A task's results depend on nothing else."""
     out = np.empty(q.shape, np.float32)
-    for i in prange(_tasks(q, k_cache)):  # one query row and its heads of one kv head per task: depends on nothing else
-        _attend_task(q, k_cache, v_cache, start, window, scale, i, out)
+    for i in prange(_tasks(q, k_cache) * parts):
+        _attend_task(q, k_cache, v_cache, start, window, scale, parts, i, out)
     return out
 
 
@@ -366,7 +371,7 @@ def _attention_parallel(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D
 def _attention_serial(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
     out = np.empty(q.shape, np.float32)
     for i in range(_tasks(q, k_cache)):
-        _attend_task(q, k_cache, v_cache, start, window, scale, i, out)
+        _attend_task(q, k_cache, v_cache, start, window, scale, 1, i, out)
     return out
 
 
@@ -384,8 +389,11 @@ def attention_numba(q, k_cache, v_cache, start, window, scale):  # [M, Hq, D], [
         raise ValueError(f"attention: positions {start} .. {start + M - 1} with window {window} do not fit a "
                          f"cache of {T_cap} rows")
     visible = min(start + M, window) if window > 0 else start + M
-    kernel = _attention_serial if 2 * M * Hq * visible * D < PARALLEL_MIN_WORK else _attention_parallel
-    return kernel(q, k_cache, v_cache, int(start), int(window), np.float32(scale))
+    if 2 * M * Hq * visible * D < PARALLEL_MIN_WORK:
+        return _attention_serial(q, k_cache, v_cache, int(start), int(window), np.float32(scale))
+    threads = numba.get_num_threads()
+    parts = max(1, min(threads // _tasks(q, k_cache), D // WIDTH))  # fewer rows than threads: split dimensions
+    return _attention_parallel(q, k_cache, v_cache, int(start), int(window), np.float32(scale), parts)
 
 
 # 3. RMSNorm -----------------------------------------------------------------------------------------------
