@@ -110,6 +110,10 @@ MUTANTS = [
     Mutant("tree-keeps-wrong-rows", "after a tree's verification the cache keeps the accepted nodes' rows in tree "
            "order, not moved into place",
            ((SPEC, "kept = [position + i for i in verdict.path]", "kept = [position + i for i in sorted(verdict.path)][::-1]"),)),
+    Mutant("tree-fills-depth-by-depth", "the model drafters' tree takes whole depths first (a wide, shallow tree)"
+           " instead of the budget best paths of every depth",
+           (("tree.py", "best = sorted(range(len(tokens)), key=lambda i: (-score[i], depth[i], i))[:budget]",
+             "best = sorted(range(len(tokens)), key=lambda i: (depth[i], -score[i], i))[:budget]"),)),
     Mutant("top-k-keeps-one-more", "top-k keeps k + 1 tokens",
            (("sampling.py", "keep[top_k:] = False", "keep[top_k + 1:] = False"),)),
     Mutant("top-p-before-top-k", "top-p measures the nucleus before top-k has cut the distribution",

@@ -7,7 +7,8 @@
                 same seed, token for token (not only in distribution)
 4. rejection    trees whose children the drafter drew from q, without replacement (SpecInfer / Sequoia):
                 the exact output distribution, enumerated through the real loop, equals the math to 1e-12
-5. the tree itself: validation, and the trie the ngram drafter builds
+5. the tree itself: validation, the trie the ngram drafter builds, and the model drafters' best-first tree
+                (EAGLE-2's rule, against a reference that spells it out)
 
 Targets are toy.TableModels unless a test says otherwise (see tests/test_spec_exact.py).
 """
@@ -145,6 +146,72 @@ case = dict(V=st.integers(2, 8), seed=st.integers(0, 10_000), n=st.integers(1, 1
 
 
 # --- 1. greedy, 2. coupled, 3. sampling: token for token -----------------------------------------------------------
+
+def path_scores_drafter(rng_seed, V):
+    """A synthetic drafter: the scores after a path are log-probabilities drawn from the path's own seed, so the
+    same path always gets the same scores. Returns (root_scores, expand, calls) for best_first_tree."""
+    def scores_after(path):
+        rng = np.random.default_rng([rng_seed, len(path), *path])
+        return np.log(rng.dirichlet(np.full(V, 0.3)))  # [V] peaked, as a drafter's distribution is
+    calls = []
+
+    def expand(tree, nodes):
+        calls.append(len(nodes))
+        return np.stack([scores_after(tuple(tree.tokens[a] for a in tree.path(n))) for n in nodes])
+    return scores_after(()), expand, calls, scores_after
+
+
+def eagle2_reference(scores_after, budget, max_depth, width):
+    """EAGLE-2's selection spelled out without best_first_tree: expand every depth to max_depth (no early stop),
+    the `width` best candidates of each depth (by path score; on a tie the earlier found) as its frontier; then
+    the `budget` best candidates of all depths, ties to the shallower, then the earlier found. -> [(path, score)]"""
+    found = []  # (path, score, depth, order)
+    frontier = [((), 0.0)]
+    for d in range(1, max_depth + 1):
+        here = []
+        for path, base in frontier:
+            row = scores_after(path)
+            for t in np.argsort(-row, kind="stable")[:width]:
+                here.append((path + (int(t),), base + float(row[t]), d, len(found) + len(here)))
+        found += here
+        frontier = [(p, sc) for p, sc, _, _ in sorted(here, key=lambda c: (-c[1], c[3]))[:width]]
+    best = sorted(found, key=lambda c: (-c[1], c[2], c[3]))[:budget]
+    return [(p, sc) for p, sc, _, _ in best]
+
+
+@pytest.mark.spec
+@settings(max_examples=examples(150), deadline=None)
+@given(seed=st.integers(0, 10_000), V=st.integers(2, 9), budget=st.integers(1, 16), max_depth=st.integers(1, 6),
+       width=st.integers(1, 4))
+def test_best_first_tree_keeps_the_budget_best_paths_of_every_depth(seed, V, budget, max_depth, width):
+    """The tree is EAGLE-2's: the budget best-scoring candidates over every depth (the reference expands all of
+    them; the builder stops once deeper ones cannot make it), best first, each parent before its children."""
+    from tinyspec.tree import best_first_tree
+
+    root, expand, calls, scores_after = path_scores_drafter(seed, V)
+    tree = best_first_tree(root, expand, budget, max_depth, width)
+    want = eagle2_reference(scores_after, budget, max_depth, width)
+    got = [tuple(tree.tokens[a] for a in tree.path(n)) for n in range(len(tree))]
+    assert got == [p for p, _ in want]
+    assert all(p < n for n, p in enumerate(tree.parents))  # parents first: every prefix is a tree
+    assert len(calls) <= max_depth - 1 and all(c <= width for c in calls)
+    if width == 1:  # the greedy chain
+        chain, path = [], ()
+        for _ in range(min(budget, max_depth)):
+            path += (int(np.argmax(scores_after(path))),)
+        assert got == [path[:m] for m in range(1, len(path) + 1)]
+
+
+@pytest.mark.spec
+def test_best_first_tree_goes_deep_when_sure_and_wide_when_not():
+    from tinyspec.tree import best_first_tree
+
+    sure = np.log(np.array([0.97, 0.01, 0.01, 0.01]))  # after every path
+    unsure = np.log(np.full(4, 0.25))
+    for scores, parents in ((sure, [-1, 0, 1, 2]), (unsure, [-1, -1, -1, -1])):
+        tree = best_first_tree(scores, lambda t, nodes: np.stack([scores] * len(nodes)), 4, 4, 4)
+        assert tree.parents == parents
+
 
 @pytest.mark.spec
 @settings(max_examples=examples(300), **SLOW)

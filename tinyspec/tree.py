@@ -111,33 +111,38 @@ class TreeLayout:
 # --- building a tree from a drafter's distributions -----------------------------------------------------------
 
 def best_first_tree(root_scores, expand, budget: int, max_depth: int, width: int, ids=None) -> TokenTree:
-    """EAGLE-2's rule, depth by depth: every frontier node offers its `width` best next tokens; of all these
-    candidates, the ones with the highest path score (the sum of log-probabilities under the drafter from the
-    root) join the tree, within the budget, and become the next frontier. `expand(tree, nodes)` returns the
-    scores [len(nodes), V] of the token after each of `nodes`: one drafter call for the whole frontier.
-    root_scores [V]: the scores after the root. With width 1 the tree is the drafter's greedy chain. ids: the
-    token id of each score column, when the drafter scores a subset of the vocabulary (default: column = id)."""
-    tokens, parents, path_score = [], [], []
+    """EAGLE-2's rule: the `budget` guesses with the highest path scores (the sum of log-probabilities under the
+    drafter from the root), over every depth, so a confident drafter gets a deep tree and an unsure one a wide
+    one. `expand(tree, nodes)` returns the scores [len(nodes), V] of the token after each of `nodes`: one
+    drafter call for the whole frontier. root_scores [V]: the scores after the root. ids: the token id of each
+    score column, when the drafter scores a subset of the vocabulary (default: column = id).
+
+    1. Expansion, depth by depth: each frontier node offers its `width` best next tokens (candidates); the
+       `width` best candidates of the depth become the next frontier. Expansion stops at max_depth, or as soon
+       as `budget` candidates score at least as high as the best frontier node: a path score never grows along
+       a path, so nothing deeper could join the tree.
+    2. Reranking: the tree is the `budget` best candidates, best first (a tie goes to the shallower, then the
+       earlier). A parent scores at least as high as its child and is shallower, so it always comes first:
+       the tree's first n nodes are a tree too, the drafter's n best guesses.
+    With width 1 the tree is the drafter's greedy chain."""
+    tokens, parents, score, depth = [], [], [], []  # every candidate, a tree in the order they were found
     frontier, scores = [-1], np.asarray(root_scores, dtype=np.float64)[None, :]  # [F, V]
-    for depth in range(1, max_depth + 1):
-        candidates = []
+    for d in range(1, max_depth + 1):
+        found = []
         for node, row in zip(frontier, scores):
-            base = 0.0 if node < 0 else path_score[node]
+            base = 0.0 if node < 0 else score[node]
             for t in np.argsort(-row, kind="stable")[:width]:  # the best tokens, lower id first on a tie
                 if np.isfinite(row[t]):
-                    candidates.append((base + float(row[t]), node, int(t if ids is None else ids[t])))
-        candidates.sort(key=lambda c: -c[0])  # stable: on a tie, the earlier node and the better rank first
-        chosen = candidates[: budget - len(tokens)]
-        if not chosen:
-            break
-        frontier = []
-        for score, node, t in sorted(chosen, key=lambda c: (c[1], -c[0])):  # parents in tree order
-            tokens.append(t), parents.append(node), path_score.append(score)
-            frontier.append(len(tokens) - 1)
-        if len(tokens) == budget or depth == max_depth:
+                    found.append(len(tokens))
+                    tokens.append(int(t if ids is None else ids[t])), parents.append(node)
+                    score.append(base + float(row[t])), depth.append(d)
+        frontier = sorted(sorted(found, key=lambda i: -score[i])[:width])  # stable sort: earlier first on a tie
+        if not frontier or d == max_depth or sum(s >= max(score[i] for i in frontier) for s in score) >= budget:
             break
         scores = expand(TokenTree(tokens, parents), frontier)
-    return TokenTree(tokens, parents)
+    best = sorted(range(len(tokens)), key=lambda i: (-score[i], depth[i], i))[:budget]
+    new = {old: j for j, old in enumerate(best)}
+    return TokenTree([tokens[i] for i in best], [-1 if parents[i] < 0 else new[parents[i]] for i in best])
 
 
 def log_scores(logits, params: SamplingParams):  # [F, V] -> [F, V] float64

@@ -258,7 +258,7 @@ HEADS_PER_TASK = 4  # query heads of one kv head computed together: they read ea
 
 
 @njit(cache=True)
-def _attend(qm, keys, values, start, window, scale, m, q0, S, d0, d1, out):  # query row m, 4 heads -> out rows q0 + r S
+def _attend(qm, keys, values, start, window, scale, m, q0, S, d0, d1, out):  # row m, 4 heads -> out rows q0 + r S
     """Query row m for the 4 query heads at rows q0 + r S (r < 4) of qm [M * Hq, D], all reading one kv head
     whose keys and values are `keys`, `values` [T_cap, D]; dimensions d0 .. d1-1 of the results into the same
     rows of out [M * Hq, D]. S = 1: four heads, each key and value read once for the four; S = 0: one head
@@ -358,7 +358,7 @@ def _tasks(q, k_cache):  # (query row, 4 heads of one kv head) pairs, or (row, h
 
 
 @njit(parallel=True, cache=True)
-def _attention_parallel(q, k_cache, v_cache, start, window, scale, parts):  # [M, Hq, D], [T_cap, Hkv, D] x2 -> [M, Hq, D]
+def _attention_parallel(q, k_cache, v_cache, start, window, scale, parts):  # -> [M, Hq, D], like _attention_serial
     """Each task: one query row and its heads of one kv head, `parts` tasks sharing its dimensions (when there
     are fewer rows than threads). A task's results depend on nothing else."""
     out = np.empty(q.shape, np.float32)
