@@ -202,6 +202,15 @@ def test_best_first_tree_keeps_the_budget_best_paths_of_every_depth(seed, V, bud
         assert got == [path[:m] for m in range(1, len(path) + 1)]
 
 
+@settings(max_examples=examples(200), deadline=None)
+@given(row=st.lists(st.sampled_from([-np.inf, -3.0, -1.0, -0.5, 0.0]), min_size=1, max_size=30), n=st.integers(1, 8))
+def test_best_columns_is_the_stable_argsort(row, n):
+    from tinyspec.tree import best_columns
+
+    row = np.array(row)
+    assert list(best_columns(row, n)) == list(np.argsort(-row, kind="stable")[:n])
+
+
 @pytest.mark.spec
 def test_best_first_tree_goes_deep_when_sure_and_wide_when_not():
     from tinyspec.tree import best_first_tree
