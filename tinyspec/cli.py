@@ -79,8 +79,8 @@ def add_model_args(p):
     p.add_argument("--backend", choices=["numba", "numpy", "quant"], default="quant",
                    help="quant (default): the numba kernels on the GGUF's quantized blocks (the layers' repacked at "
                         "load, a byte a value), nothing converted (--weights may then name a .gguf file), the fastest "
-                        "decode measured here; numba: the same kernels on the float32 weights (converted once), cheaper verification of many "
-                        "tokens; numpy: the readable reference")
+                        "decode measured here; numba: the same kernels on the float32 weights (converted once), "
+                        "cheaper verification of many tokens; numpy: the readable reference")
 
 
 def add_sampling_args(p):

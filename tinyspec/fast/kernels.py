@@ -339,22 +339,25 @@ def _attend(qm, keys, values, start, window, scale, m, q0, S, d0, d1, out):  # r
 
 
 @njit(inline="always")
-def _attend_task(q, k_cache, v_cache, start, window, scale, parts, i, out):  # task i of _tasks(...) -> out
-    M, Hq, D = q.shape
-    group = Hq // k_cache.shape[1]  # query heads per kv head
-    per = HEADS_PER_TASK if group % HEADS_PER_TASK == 0 else 1
-    i, part = i // parts, i % parts
-    m, h = i // (Hq // per), i % (Hq // per) * per  # query row, first head
-    g = h // group  # kv head
-    cut = D // WIDTH * WIDTH // parts // WIDTH * WIDTH  # the dimensions split at multiples of 8
-    _attend(q.reshape(M * Hq, D), k_cache[:, g, :], v_cache[:, g, :], start, window, scale, m, m * Hq + h,
-            1 if per > 1 else 0, part * cut, D if part == parts - 1 else (part + 1) * cut, out.reshape(M * Hq, D))
+def _heads_per_task(q, k_cache):  # 4 heads of one kv head together, or one when a kv head's heads are not 4k
+    return HEADS_PER_TASK if q.shape[1] // k_cache.shape[1] % HEADS_PER_TASK == 0 else 1
 
 
 @njit(inline="always")
-def _tasks(q, k_cache):  # (query row, 4 heads of one kv head) pairs, or (row, head) when the group is not 4k
-    group = q.shape[1] // k_cache.shape[1]
-    return q.shape[0] * q.shape[1] // (HEADS_PER_TASK if group % HEADS_PER_TASK == 0 else 1)
+def _tasks(q, k_cache):  # (query row, the heads of one task) pairs
+    return q.shape[0] * q.shape[1] // _heads_per_task(q, k_cache)
+
+
+@njit(inline="always")
+def _attend_task(q, k_cache, v_cache, start, window, scale, parts, i, out):  # task i of _tasks(...) -> out
+    M, Hq, D = q.shape
+    per = _heads_per_task(q, k_cache)
+    i, part = i // parts, i % parts
+    m, h = i // (Hq // per), i % (Hq // per) * per  # query row, first head
+    g = h // (Hq // k_cache.shape[1])  # kv head
+    cut = D // WIDTH // parts * WIDTH  # the dimensions split at multiples of 8
+    _attend(q.reshape(M * Hq, D), k_cache[:, g, :], v_cache[:, g, :], start, window, scale, m, m * Hq + h,
+            1 if per > 1 else 0, part * cut, D if part == parts - 1 else (part + 1) * cut, out.reshape(M * Hq, D))
 
 
 @njit(parallel=True, cache=True)
