@@ -115,10 +115,11 @@ MUTANTS = [
            (("tree.py", "best = sorted(range(len(tokens)), key=lambda i: (-score[i], depth[i], i))[:budget]",
              "best = sorted(range(len(tokens)), key=lambda i: (depth[i], -score[i], i))[:budget]"),)),
     Mutant("top-k-keeps-one-more", "top-k keeps k + 1 tokens",
-           (("sampling.py", "keep[top_k:] = False", "keep[top_k + 1:] = False"),)),
+           (("sampling.py", "n = top_k if cut else min(V, 64)", "n = top_k + 1 if cut else min(V, 64)"),)),
     Mutant("top-p-before-top-k", "top-p measures the nucleus before top-k has cut the distribution",
-           (("sampling.py", "    p_sorted[~keep] = 0.0\n    p_sorted /= p_sorted.sum()\n    if top_p < 1.0:",
-             "    if top_p < 1.0:"),)),
+           (("sampling.py", "(weight[order].sum() if cut else weight.sum())", "weight.sum()"),)),
+    Mutant("nucleus-not-grown", "top-p looks for its nucleus among the 64 most likely tokens only",
+           (("sampling.py", "if cut or top_p >= 1.0 or n == V or mass[-1] >= top_p:", "if True:"),)),
 ]
 
 

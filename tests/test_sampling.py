@@ -60,6 +60,23 @@ def test_warp_equals_its_definitions(logits, t, k, top_p):
     np.testing.assert_allclose(warp(logits, t, k, top_p), expected, rtol=0, atol=1e-12)
 
 
+@settings(max_examples=40, deadline=None)
+@given(V=st.integers(65, 5000), levels=st.integers(1, 400), seed=st.integers(0, 2**32 - 1), t=st.floats(0.2, 3),
+       k=st.sampled_from([0, 0, 1, 63, 64, 700]), top_p=st.floats(0.05, 1.0))
+def test_warp_on_a_large_vocabulary_equals_its_definitions(V, levels, seed, t, k, top_p):
+    """Past 64 tokens warp orders only the best ones, growing the set until it holds the nucleus: flat logits
+    (a nucleus of hundreds or thousands of tokens) and many ties (few distinct levels) against the definitions."""
+    from helpers import reference_warp
+
+    rng = np.random.default_rng(seed)
+    logits = (rng.integers(0, levels, V) * (6.0 / levels)).astype(np.float32)
+    expected = reference_warp(logits, t, k, top_p)
+    if top_p < 1.0:  # a cumulative mass within rounding of top_p could go either way: not a test
+        cut = warp(logits, t, k)
+        assume(np.abs(np.cumsum(cut[np.argsort(-cut, kind="stable")]) - top_p).min() > 1e-9)
+    np.testing.assert_allclose(warp(logits, t, k, top_p), expected, rtol=0, atol=1e-12)
+
+
 @settings(max_examples=200, deadline=None)
 @given(logits=logits_st, top_p=st.floats(0.01, 1.0))
 def test_top_p_keeps_the_smallest_set_reaching_top_p(logits, top_p):

@@ -115,6 +115,8 @@ def cmd_tokenize(args):
 
 
 def cmd_predict(args):
+    from .sampling import best_columns
+
     if args.top < 1:
         raise CliError(f"--top must be >= 1, got {args.top}")
     text = read_prompt(args.prompt)
@@ -123,7 +125,7 @@ def cmd_predict(args):
     logits = model.forward(ids, model.new_cache(len(ids)), last_only=True)[0].astype(np.float64)  # [V]
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
-    top = np.lexsort((np.arange(len(logits)), -logits))[: args.top]
+    top = best_columns(logits, args.top)  # the most likely first, the lower id first on a tie
     rows = [{"id": int(i), "token": tok.token_text(int(i)), "logit": float(logits[i]), "probability": float(probs[i])}
             for i in top]
     if args.json:

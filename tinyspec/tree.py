@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .randomness import RandomSource
-from .sampling import SamplingParams, choose_token, warp
+from .sampling import SamplingParams, best_columns, choose_token, warp
 
 
 @dataclass
@@ -109,17 +109,6 @@ class TreeLayout:
 
 
 # --- building a tree from a drafter's distributions -----------------------------------------------------------
-
-def best_columns(row, n: int):  # [V] -> the n largest columns, largest first, the lower column first on a tie
-    """np.argsort(-row, kind="stable")[:n] in O(V): a row of the full vocabulary is 262144 scores, and a tree
-    sorts one row per frontier node."""
-    if n >= len(row):
-        return np.argsort(-row, kind="stable")
-    kth = np.partition(row, len(row) - n)[len(row) - n]  # the n-th largest score
-    above = np.flatnonzero(row > kth)
-    pick = np.concatenate([above, np.flatnonzero(row == kth)[: n - len(above)]])  # each part in column order
-    return pick[np.argsort(-row[pick], kind="stable")]
-
 
 def best_first_tree(root_scores, expand, budget: int, max_depth: int, width: int, ids=None) -> TokenTree:
     """EAGLE-2's rule: the `budget` guesses with the highest path scores (the sum of log-probabilities under the
