@@ -182,7 +182,9 @@ def markdown(results: Results) -> str:
         out += ["## Greedy (temperature 0): speculative output must equal vanilla output", "", g, ""]
     sm = markdown_summary(results, "sampled")
     if sm:
-        out += [f"## Sampled (temperature {s.get('temperature')}, seed {s.get('seed')}, rejection verifier)", "",
+        cuts = "".join(f", {name} {s[key]}" for name, key, off in (("top-k", "top_k", 0), ("top-p", "top_p", 1.0))
+                       if s.get(key, off) != off)
+        out += [f"## Sampled (temperature {s.get('temperature')}{cuts}, seed {s.get('seed')}, rejection verifier)", "",
                 "Rejection sampling follows the target's distribution exactly, but draws other tokens than "
                 "vanilla sampling does, so the two outputs are not compared.", "", sm, ""]
     peers = markdown_peers(results)

@@ -61,6 +61,8 @@ def add_bench_arguments(p) -> None:
                    help="wall: elapsed time (default); cpu: the process's CPU time, for a machine shared with "
                         "other work (use it with NUMBA_NUM_THREADS=1)")
     p.add_argument("--temperature", type=float, default=0.7, help="temperature of the sampled run (default 0.7)")
+    p.add_argument("--top-k", type=int, default=0, help="top-k of the sampled run (default 0: off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="top-p of the sampled run (default 1: off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled run (default 0)")
     p.add_argument("--peers", default="auto",
                    help="auto (those installed), none, or a comma-separated subset of hf,hf-lookup,llama.cpp")
@@ -112,8 +114,10 @@ def check_args(args) -> None:
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
     from tinyspec.drafters import make_drafter
-    from tinyspec.sampling import SamplingParams
+    from tinyspec.sampling import SamplingParams, check_sampling_args
     from tinyspec.speculative import check_settings
+
+    check_sampling_args(args.temperature, args.top_k, args.top_p)  # before loading anything
 
     labels = []  # the drafters as the tables name them: each with its tree budget written out
     for d in args.drafters.split(","):
@@ -136,7 +140,8 @@ def measure_all(model, tok, prompts, args, results) -> None:
 
     drafters = args.drafters.split(",")
     others = {p["id"] for p in select_prompts(prompts, per_category=args.others_per_category)}
-    greedy, sampled = SamplingParams(), SamplingParams(temperature=args.temperature, seed=args.seed)
+    greedy = SamplingParams()
+    sampled = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     log(f"warming up the {args.backend} backend ...")
     warm = tok.encode("def f(x):\n    return f(x)\n\ndef f(x):\n")
     for d in [None] + drafters:
@@ -239,7 +244,8 @@ def cmd_bench(args) -> int:
         command = " ".join(["python -m bench"] + sys.argv[1:])
     settings = {"command": command, "backend": args.backend, "k": args.k, "adaptive": args.adaptive,
                 "tree": args.tree, "repeats": args.repeats, "others_repeats": args.others_repeats,
-                "sampled_repeats": args.sampled_repeats, "temperature": args.temperature, "seed": args.seed,
+                "sampled_repeats": args.sampled_repeats, "temperature": args.temperature, "top_k": args.top_k,
+                "top_p": args.top_p, "seed": args.seed,
                 "drafters": args.drafters.split(","), "others_per_category": args.others_per_category,
                 "quick": args.quick, "clock": args.clock, "max_new_tokens_cap": args.max_new_tokens}
     results = Results(settings, machine_info())
