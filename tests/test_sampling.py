@@ -77,6 +77,30 @@ def test_warp_on_a_large_vocabulary_equals_its_definitions(V, levels, seed, t, k
     np.testing.assert_allclose(warp(logits, t, k, top_p), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("spread, top_p, kept", [(1.5, 0.1, (512, 4096)), (0.9, 0.1, (512, 4096)),
+                                                   (1.5, 0.5, (4096, 262144))])
+def test_warp_on_gemmas_vocabulary_equals_its_definitions(spread, top_p, kept):
+    """The real vocabulary's size, with nuclei that need the later rounds of warp's search (4096 tokens, all)."""
+    from helpers import reference_warp
+
+    logits = (np.random.default_rng(7).standard_normal(262144) * spread).astype(np.float32)
+    p = warp(logits, 1.0, top_p=top_p)
+    assert kept[0] < np.count_nonzero(p) <= kept[1]
+    np.testing.assert_allclose(p, reference_warp(logits, 1.0, top_p=top_p), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(logits=logits_st, t=st.floats(0.2, 3), k=st.integers(0, 45), seed=st.integers(0, 2**32 - 1),
+       position=st.integers(0, 10**6))
+def test_gumbel_token_is_the_argmax_of_its_definition(logits, t, k, seed, position):
+    """argmax(log p + g), g = gumbel_noise(seed, position, V), whether p has zeros (top-k) or none."""
+    from tinyspec.sampling import gumbel_noise
+
+    p = warp(logits, t, k)
+    with np.errstate(divide="ignore"):
+        assert gumbel_token(p, seed, position) == int(np.argmax(np.log(p) + gumbel_noise(seed, position, len(p))))
+
+
 @settings(max_examples=200, deadline=None)
 @given(logits=logits_st, top_p=st.floats(0.01, 1.0))
 def test_top_p_keeps_the_smallest_set_reaching_top_p(logits, top_p):

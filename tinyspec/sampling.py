@@ -50,21 +50,25 @@ def greedy_token(logits) -> int:  # [V] -> id
 
 def warp(logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):  # [V] -> [V] float64
     """The distribution p that a sampled token follows. Sums to 1; zero outside the kept set."""
-    logits = np.asarray(logits, dtype=np.float64)  # [V]
+    logits = np.asarray(logits)
     V = logits.shape[-1]
     if temperature == 0.0:
         p = np.zeros(V)
         p[greedy_token(logits)] = 1.0
         return p
-    z = logits / temperature  # [V]
+    # The steps below work in place: each new array of 262144 float64 costs more in fresh memory than in arithmetic.
+    z = logits.astype(np.float64)  # [V] a copy
+    z /= temperature
     if not 0 < top_k < V and top_p >= 1.0:
         return softmax(z)  # nothing to cut, so no sort (sorting 262144 logits costs far more than the softmax)
     return truncated_softmax(z, top_k, top_p)
 
 
-def softmax(z):  # [V] float64 -> [V] float64
-    p = np.exp(z - z.max())  # [V]
-    return p / p.sum()
+def softmax(z):  # [V] float64 -> [V] float64, in z's own memory (z is overwritten)
+    z -= z.max()
+    np.exp(z, out=z)  # [V] softmax(z) up to its sum
+    z /= z.sum()
+    return z
 
 
 def truncated_softmax(z, top_k: int, top_p: float):  # [V] float64 -> [V] float64
@@ -72,9 +76,11 @@ def truncated_softmax(z, top_k: int, top_p: float):  # [V] float64 -> [V] float6
 
     Tokens are taken in order of decreasing logit, ties by lower id. Only the tokens that can be kept are put
     in that order, never the whole vocabulary (sorting 262144 logits takes longer than a forward pass): the
-    top_k best, or for a nucleus alone the best 64, then 8 times as many until they hold top_p of the mass."""
+    top_k best, or for a nucleus alone the best 64, then 8 times as many until they hold top_p of the mass
+    (and all of them once that would be more than a sixteenth)."""
     V = z.shape[-1]
-    weight = np.exp(z - z.max())  # [V] softmax(z) up to its sum
+    weight = z - z.max()  # [V]
+    np.exp(weight, out=weight)  # softmax(z) up to its sum
     cut = 0 < top_k < V
     n = top_k if cut else min(V, 64)
     while True:
@@ -83,7 +89,7 @@ def truncated_softmax(z, top_k: int, top_p: float):  # [V] float64 -> [V] float6
         mass = np.cumsum(p_sorted)  # [n] mass of the first j + 1 tokens
         if cut or top_p >= 1.0 or n == V or mass[-1] >= top_p:
             break  # every token past these has at least top_p before it (or the top-k cut drops it)
-        n = min(V, 8 * n)
+        n = 8 * n if 128 * n <= V else V  # of 262144 tokens: the best 64, 512, 4096, then all
     if top_p < 1.0:
         before = np.concatenate([[0.0], mass[:-1]])  # [n] mass of the tokens before token j
         p_sorted = np.where(before < top_p, p_sorted, 0.0)  # the first token is always kept
@@ -132,13 +138,29 @@ def draw(p, params: SamplingParams, random, position: int) -> int:  # [V] -> id
 
 def gumbel_noise(seed: int, position: int, vocab_size: int):  # -> [V] float64
     """Gumbel(0, 1) noise keyed by (seed, absolute position): the same position always gets the same noise."""
-    rng = np.random.default_rng([seed, position])
-    u = rng.random(vocab_size)
-    return -np.log(-np.log(np.maximum(u, np.finfo(np.float64).tiny)))
+    return gumbel(uniforms(seed, position, vocab_size))
+
+
+def uniforms(seed: int, position: int, vocab_size: int):  # -> [V] float64
+    """The uniforms under the noise of (seed, position), one per token."""
+    return np.random.default_rng([seed, position]).random(vocab_size)
+
+
+def gumbel(u):  # [n] uniforms -> [n] Gumbel(0, 1) noise, in u's own memory (u is overwritten)
+    np.maximum(u, np.finfo(np.float64).tiny, out=u)
+    np.log(u, out=u)
+    np.negative(u, out=u)
+    np.log(u, out=u)
+    return np.negative(u, out=u)  # -log(-log(u))
 
 
 def gumbel_token(p, seed: int, position: int) -> int:  # [V] -> id
-    """Gumbel-max: argmax(log p + g) is an exact draw from p (tokens with p = 0 can never win)."""
-    with np.errstate(divide="ignore"):
-        keys = np.log(p) + gumbel_noise(seed, position, len(p))
-    return int(np.argmax(keys))
+    """Gumbel-max: argmax(log p + g) is an exact draw from p. Tokens with p = 0 can never win, so after top-k
+    or top-p (a few dozen tokens of 262144 left) only the others' keys are computed: the same token."""
+    u = uniforms(seed, position, len(p))  # [V]
+    if np.count_nonzero(p) > len(p) // 2:
+        with np.errstate(divide="ignore"):
+            return int(np.argmax(gumbel(u) + np.log(p)))
+    support = np.flatnonzero(p)  # [n]
+    keys = gumbel(u[support]) + np.log(p[support])  # [n]
+    return int(support[np.argmax(keys)])
