@@ -162,6 +162,8 @@ def test_check_args_writes_every_drafter_with_its_budget():
     (["--drafters", "ngram:8/tree0,ngram:8"], "--drafters lists ngram:8 twice"),
     (["--drafters", "ngram:8/treetop"], "write a tree as /treeN"),
     (["--drafters", "bogus/tree8"], "unknown drafter 'bogus'"),
+    (["--top-p", "1.5"], "top-p must lie in"),
+    (["--top-k", "-3"], "top-k must be a whole number"),
 ])
 def test_check_args_rejects_bad_trees_before_loading_the_model(argv, message):
     with pytest.raises(ValueError, match=message) as e:
@@ -468,3 +470,12 @@ def test_a_quick_real_run_on_the_quant_backend(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["settings"]["backend"] == "quant"
     assert [p["id"] for p in data["prompts"]] == ["count-to-100"]
+
+
+def test_the_sampled_title_names_top_k_and_top_p(tiny_results):
+    import copy
+
+    results = copy.deepcopy(tiny_results)
+    results.settings.update(top_k=64, top_p=0.95)
+    assert "## Sampled (temperature 0.7, top-k 64, top-p 0.95, seed 1, rejection verifier)" in report.markdown(results)
+    assert "## Sampled (temperature 0.7, seed 1, rejection verifier)" in report.markdown(tiny_results)
