@@ -13,8 +13,9 @@ turns inside each round, so a burst of load from other programs hits all alike):
     rejection    ngram drafter, k = 4, the rejection verifier: exact in distribution, other tokens than vanilla
     coupled      ngram drafter, k = 4, the coupled verifier: the same tokens as coupled vanilla, checked here
 
-Every run emits exactly n tokens (EOS does not stop it). A setting's cost over greedy is the sampling's
-own: the forwards are the same.
+Every run emits exactly n tokens (EOS does not stop it), and its time includes the prompt's prefill, the same
+in every setting. Vanilla sampling runs the forwards greedy vanilla runs, so its cost over greedy is the
+sampling's own.
 """
 
 from __future__ import annotations
