@@ -117,7 +117,7 @@ MUTANTS = [
     Mutant("top-k-keeps-one-more", "top-k keeps k + 1 tokens",
            (("sampling.py", "n = top_k if cut else min(V, 64)", "n = top_k + 1 if cut else min(V, 64)"),)),
     Mutant("top-p-before-top-k", "top-p measures the nucleus before top-k has cut the distribution",
-           (("sampling.py", "(weight[order].sum() if cut else weight.sum())", "weight.sum()"),)),
+           (("sampling.py", "(kept.sum() if cut else weight.sum())", "weight.sum()"),)),
     Mutant("gumbel-support-unmapped", "the coupled token after top-k or top-p is its rank among the kept tokens, "
            "not its id", (("sampling.py", "return int(support[np.argmax(keys)])", "return int(np.argmax(keys))"),)),
     Mutant("nucleus-not-grown", "top-p looks for its nucleus among the 64 most likely tokens only",

@@ -149,7 +149,8 @@ case = dict(V=st.integers(2, 8), seed=st.integers(0, 10_000), n=st.integers(1, 1
 
 def path_scores_drafter(rng_seed, V):
     """A synthetic drafter: the scores after a path are log-probabilities drawn from the path's own seed, so the
-    same path always gets the same scores. Returns (root_scores, expand, calls) for best_first_tree."""
+    same path always gets the same scores. Returns (root_scores, expand, calls, scores_after): the first two for
+    best_first_tree, the drafter calls' frontier sizes, and the scores after any path."""
     def scores_after(path):
         rng = np.random.default_rng([rng_seed, len(path), *path])
         return np.log(rng.dirichlet(np.full(V, 0.3)))  # [V] peaked, as a drafter's distribution is
@@ -196,7 +197,7 @@ def test_best_first_tree_keeps_the_budget_best_paths_of_every_depth(seed, V, bud
     assert all(p < n for n, p in enumerate(tree.parents))  # parents first: every prefix is a tree
     assert len(calls) <= max_depth - 1 and all(c <= width for c in calls)
     if width == 1:  # the greedy chain
-        chain, path = [], ()
+        path = ()
         for _ in range(min(budget, max_depth)):
             path += (int(np.argmax(scores_after(path))),)
         assert got == [path[:m] for m in range(1, len(path) + 1)]

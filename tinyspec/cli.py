@@ -115,7 +115,7 @@ def cmd_tokenize(args):
 
 
 def cmd_predict(args):
-    from .sampling import best_columns
+    from .sampling import best_columns, softmax
 
     if args.top < 1:
         raise CliError(f"--top must be >= 1, got {args.top}")
@@ -123,8 +123,7 @@ def cmd_predict(args):
     model, tok = load(args)
     ids = tok.encode(text)
     logits = model.forward(ids, model.new_cache(len(ids)), last_only=True)[0].astype(np.float64)  # [V]
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
+    probs = softmax(logits.copy())  # [V]
     top = best_columns(logits, args.top)  # the most likely first, the lower id first on a tie
     rows = [{"id": int(i), "token": tok.token_text(int(i)), "logit": float(logits[i]), "probability": float(probs[i])}
             for i in top]

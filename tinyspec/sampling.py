@@ -85,7 +85,8 @@ def truncated_softmax(z, top_k: int, top_p: float):  # [V] float64 -> [V] float6
     n = top_k if cut else min(V, 64)
     while True:
         order = best_columns(z, n)  # [n] the n best tokens, best first
-        p_sorted = weight[order] / (weight[order].sum() if cut else weight.sum())  # [n] after top-k
+        kept = weight[order]  # [n]
+        p_sorted = kept / (kept.sum() if cut else weight.sum())  # [n] after top-k
         mass = np.cumsum(p_sorted)  # [n] mass of the first j + 1 tokens
         if cut or top_p >= 1.0 or n == V or mass[-1] >= top_p:
             break  # every token past these has at least top_p before it (or the top-k cut drops it)

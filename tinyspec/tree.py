@@ -137,7 +137,10 @@ def best_first_tree(root_scores, expand, budget: int, max_depth: int, width: int
                     tokens.append(int(t if ids is None else ids[t])), parents.append(node)
                     score.append(base + float(row[t])), depth.append(d)
         frontier = sorted(sorted(found, key=lambda i: -score[i])[:width])  # stable sort: earlier first on a tie
-        if not frontier or d == max_depth or sum(s >= max(score[i] for i in frontier) for s in score) >= budget:
+        if not frontier or d == max_depth:
+            break
+        best_open = max(score[i] for i in frontier)  # no path below the frontier can score higher
+        if sum(s >= best_open for s in score) >= budget:
             break
         scores = expand(TokenTree(tokens, parents), frontier)
     best = sorted(range(len(tokens)), key=lambda i: (-score[i], depth[i], i))[:budget]
